@@ -1,0 +1,7 @@
+"""DVC stage `decode`: reads params.yaml and calls `slam.decode.decode`."""
+
+from slam.decode import decode
+from slam.stages import run_stage
+
+if __name__ == "__main__":
+    run_stage(decode)

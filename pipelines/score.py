@@ -1,0 +1,7 @@
+"""DVC stage `score`: reads params.yaml and calls `slam.score.score`."""
+
+from slam.score import score
+from slam.stages import run_stage
+
+if __name__ == "__main__":
+    run_stage(score)

@@ -1,0 +1,7 @@
+"""DVC stage `train`: reads params.yaml and calls `slam.train.train`."""
+
+from slam.train import train
+from slam.stages import run_stage
+
+if __name__ == "__main__":
+    run_stage(train)

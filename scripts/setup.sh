@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up a fresh clone: Debian packages the corpora need, a venv with pinned packages.
+# Idempotent and quick when nothing changed (a stamp records the pyproject it installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
+  wordnet-base fortunes asterisk-core-sounds-en-wav asterisk-core-sounds-en git
+)
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.slam-installed
+if ! [ -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  # torch and torchaudio first, as the matching pair pinned in pyproject.toml
+  .venv/bin/pip install -q torch==2.11.0 torchaudio==2.11.0
+  .venv/bin/pip install -q -e ".[dev]"
+  cp pyproject.toml "$stamp"
+fi
+echo "setup: done"

@@ -1,0 +1,60 @@
+"""Batches for training and decoding: Lhotse cuts in, padded tensors and token ids out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lhotse import CutSet
+from transformers import PreTrainedTokenizerBase
+
+from slam.encoders import AudioEncoder
+from slam.encoders.base import pad_features
+
+ENCODER_OUT = "encoder_out"  # name of the cached array on each cut
+
+
+def cut_text(cut: Any) -> str:
+    return " ".join(s.text.strip() for s in cut.supervisions if s.text)
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """Maps a CutSet (one batch from a Lhotse sampler) to model inputs.
+
+    With ``encoder`` unset the cuts carry cached encoder outputs; otherwise the encoder's
+    input features are extracted from the audio here and the encoder runs in the step.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder: Optional[AudioEncoder] = None) -> None:
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+
+    def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
+        cuts = cuts.sort_by_duration(ascending=False)
+        if self.encoder is None:
+            feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
+        else:
+            feats = [self.encoder.extract(c.load_audio()[0]) for c in cuts]
+        inputs, lengths = pad_features(feats)
+        texts = [cut_text(c) for c in cuts]
+        targets = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        return {
+            "ids": [c.id for c in cuts],
+            "inputs": inputs,
+            "lengths": lengths,
+            "texts": texts,
+            "targets": targets,
+            "duration": sum(c.duration for c in cuts),
+        }
+
+
+def manifest_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / f"{name}.jsonl.gz"
+
+
+def load_cuts(directory: str | Path, name: str) -> CutSet:
+    path = manifest_path(directory, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no manifest for set {name!r}: {path} does not exist")
+    return CutSet.from_file(path)

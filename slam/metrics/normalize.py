@@ -1,0 +1,42 @@
+"""Versioned text normalisers applied to references and hypotheses before WER.
+
+A normaliser's name is its version: once results were published with ``english_v1`` it
+must not change; a better one gets a new name.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+
+from slam.registry import Registry
+
+NORMALIZERS: Registry[Callable[[str], str]] = Registry("normalizer")
+
+
+@NORMALIZERS.register("english_v1")
+def _english_v1() -> Callable[[str], str]:
+    # Whisper's English normaliser (case, punctuation, contractions, numbers to digits) without
+    # a spelling map: the one most English LLM-ASR results are reported with.
+    return EnglishTextNormalizer({})
+
+
+@NORMALIZERS.register("basic_v1")
+def _basic_v1() -> Callable[[str], str]:
+    return BasicTextNormalizer()
+
+
+@NORMALIZERS.register("none")
+def _none() -> Callable[[str], str]:
+    return lambda text: " ".join(text.split())
+
+
+@lru_cache(maxsize=None)
+def _get(name: str) -> Callable[[str], str]:
+    return NORMALIZERS.build(name)
+
+
+def normalize(text: str, name: str = "english_v1") -> str:
+    return " ".join(_get(name)(text).split())

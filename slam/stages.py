@@ -1,0 +1,32 @@
+"""What every ``pipelines/*.py`` entrypoint shares: logging, config loading, clean errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from slam.config import ConfigError, SlamConfig, load_config
+from slam.registry import UnknownComponentError
+
+# Errors whose message already says what is wrong and where: no traceback for these.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, UnknownComponentError, FileNotFoundError)
+
+
+def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -> Any:
+    logging.basicConfig(
+        level=os.environ.get("SLAM_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        from slam.corpora.validate import BadInputError
+
+        errors = USER_ERRORS + (BadInputError,)
+    except ImportError:  # pragma: no cover - corpora not importable
+        errors = USER_ERRORS
+    try:
+        return stage(load_config(params))
+    except errors as exc:
+        print(f"error in stage {stage.__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

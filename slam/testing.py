@@ -1,0 +1,94 @@
+"""Tiny random models built from configs, saved like real ones, for tests and smoke runs.
+
+They load through exactly the code paths the real zoo models take (``from_pretrained`` on a
+local dir), so a pipeline that works with them works with real weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizerFast,
+)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>",
+                    "<|translate|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+                    "<|notimestamps|>"]
+_TEXT = ("the quick brown fox jumps over the lazy dog transcribe the audio hello world "
+         "speech recognition with a large language model and a whisper encoder").split()
+
+
+def _byte_bpe(specials: list[str], vocab_size: int = 320) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([" ".join(_TEXT)] * 4, trainer=trainer)
+    return tok
+
+
+def save_tiny_llm(directory: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random Llama with a byte-level BPE tokenizer and a chat template."""
+    directory = Path(directory)
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_byte_bpe(specials), pad_token="<|pad|>", eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def save_tiny_whisper(directory: str | Path, d_model: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random English-only Whisper with processor files and a generation config."""
+    directory = Path(directory)
+    tokenizer = WhisperTokenizerFast(
+        tokenizer_object=_byte_bpe(WHISPER_SPECIALS), unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in WHISPER_SPECIALS}
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=64, pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+    )
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"], no_timestamps_token_id=ids["<|notimestamps|>"],
+        is_multilingual=False, max_length=64,
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    return directory

@@ -1,0 +1,69 @@
+"""Small shared helpers: atomic writes, seeding, devices, autocast."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from slam.config import RuntimeConfig
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temp dir that replaces ``path`` only once the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_runtime(cfg: RuntimeConfig) -> torch.device:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    return torch.device(cfg.device)
+
+
+_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.precision not in _PRECISIONS:
+        raise ValueError(f"runtime.precision={cfg.precision!r}; known: {', '.join(_PRECISIONS)}")
+    dtype = _PRECISIONS[cfg.precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

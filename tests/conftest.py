@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny random models and a tiny corpus, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import CutSet, Recording, SupervisionSegment
+from lhotse.cut import MonoCut
+
+from slam.config import SlamConfig
+from slam.testing import save_tiny_llm, save_tiny_whisper
+
+WORDS = "the quick brown fox jumps over the lazy dog hello world".split()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"whisper": save_tiny_whisper(root / "whisper"), "llm": save_tiny_llm(root / "llm")}
+
+
+def write_corpus(directory: Path, sets: dict[str, int], seed: int = 0) -> None:
+    """Tones whose pitch depends on the first word: learnable by a tiny model."""
+    rng = np.random.default_rng(seed)
+    (directory / "audio").mkdir(parents=True, exist_ok=True)
+    for name, count in sets.items():
+        cuts = []
+        for i in range(count):
+            words = list(rng.choice(WORDS, size=int(rng.integers(2, 5))))
+            duration = float(rng.uniform(0.5, 1.5))
+            t = np.arange(int(16000 * duration)) / 16000
+            audio = 0.3 * np.sin(2 * np.pi * (200 + 60 * WORDS.index(words[0])) * t)
+            path = directory / "audio" / f"{name}-{i}.wav"
+            sf.write(path, audio.astype(np.float32), 16000)
+            rec = Recording.from_file(path, recording_id=f"{name}-{i}")
+            sup = SupervisionSegment(id=rec.id, recording_id=rec.id, start=0, duration=rec.duration,
+                                     text=" ".join(words), speaker="tone")
+            cuts.append(MonoCut(id=rec.id, start=0, duration=rec.duration, channel=0,
+                                recording=rec, supervisions=[sup]))
+        CutSet.from_cuts(cuts).to_file(directory / f"{name}.jsonl.gz")
+
+
+@pytest.fixture()
+def tiny_cfg(tmp_path, tiny_models) -> SlamConfig:
+    """A config wired to the tiny models and a tiny tone corpus under tmp_path."""
+    cfg = SlamConfig()
+    cfg.encoder.path = str(tiny_models["whisper"])
+    cfg.llm.path = str(tiny_models["llm"])
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.cache.dir = str(tmp_path / "cache")
+    cfg.train.dir = str(tmp_path / "exp")
+    cfg.decode.dir = str(tmp_path / "exp" / "hyps")
+    cfg.baseline.dir = str(tmp_path / "exp" / "baseline")
+    cfg.decode.sets = cfg.baseline.sets = ["test"]
+    cfg.score.dir = str(tmp_path / "metrics")
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.projector.hidden = 64
+    cfg.peft.r = 4
+    cfg.train.max_duration = 6.0
+    cfg.train.max_steps = 6
+    cfg.train.warmup_steps = 2
+    cfg.train.eval_every = 3
+    cfg.train.checkpoint_every = 2
+    cfg.train.log_every = 1
+    cfg.runtime.precision = "fp32"
+    write_corpus(Path(cfg.corpus.dir), {"train": 16, "dev": 4, "test": 4})
+    return cfg
