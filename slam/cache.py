@@ -39,7 +39,7 @@ def encode_set(
 ) -> CutSet:
     """Encode each cut at its true length; return the cuts with ``encoder_out`` attached."""
     out = []
-    tmp = storage.with_name(f".{storage.name}.tmp")
+    tmp = storage.with_name(f".tmp-{storage.name}")  # the writer keeps the .h5 suffix
     with NumpyHdf5Writer(tmp, mode="w") as writer:
         for cut in tqdm(cuts, desc=desc, unit="cut"):
             feats, lengths = pad_features([encoder.extract(cut.load_audio()[0])])

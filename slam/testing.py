@@ -78,7 +78,7 @@ def save_tiny_whisper(directory: str | Path, d_model: int = 32, layers: int = 2,
         vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
         decoder_ffn_dim=2 * d_model, num_mel_bins=80, max_source_positions=1500,
-        max_target_positions=64, pad_token_id=ids["<|endoftext|>"],
+        max_target_positions=128, pad_token_id=ids["<|endoftext|>"],
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
         decoder_start_token_id=ids["<|startoftranscript|>"],
     )

@@ -1,0 +1,92 @@
+"""Prompt/label masking, cache, training with resume, decoding and scoring on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from slam.cache import build_cache, load_cached_cuts
+from slam.decode import decode, decode_baseline, read_hyps
+from slam.model import IGNORE_INDEX, build_speech_llm
+from slam.score import score
+from slam.train import CHECKPOINTS, MODEL, train
+
+
+def test_labels_cover_exactly_the_answer(tiny_cfg):
+    model = build_speech_llm(tiny_cfg, encoder_dim=32)
+    audio = torch.randn(2, 7, 32)
+    targets = [[5, 6, 7], [8]]
+    embeds, mask, labels = model.assemble(*model.projector(audio, torch.tensor([7, 3])), targets)
+    prompt_len = len(model.prompt.prefix_ids) + len(model.prompt.suffix_ids)
+    for i, (target, positions) in enumerate(zip(targets, [2, 1])):  # ceil(7/5), ceil(3/5)
+        assert mask[i].sum() == prompt_len + positions + len(target) + 1
+        assert labels[i][labels[i] != IGNORE_INDEX].tolist() == target + [model.prompt.eos_id]
+    # training batches pad on the right: the first row is unpadded, the second ends in padding
+    assert mask[1, -1] == 0 and mask[1, 0] == 1
+    assert "<|im_start|>user" in model.tokenizer.decode(model.prompt.prefix_ids)
+
+
+def test_generation_pads_left(tiny_cfg):
+    model = build_speech_llm(tiny_cfg, encoder_dim=32)
+    _, mask, _ = model.assemble(*model.projector(torch.randn(2, 10, 32), torch.tensor([10, 2])),
+                                left_pad=True)
+    assert mask[1, 0] == 0 and mask[1, -1] == 1 and mask[0].all()
+
+
+def _trainable(cfg) -> dict[str, torch.Tensor]:
+    ckpts = sorted((Path(cfg.train.dir) / CHECKPOINTS).glob("step-*"))
+    return load_file(str(ckpts[-1] / "trainable.safetensors"))
+
+
+def test_cache_train_resume_decode_score(tiny_cfg, tmp_path):
+    info = build_cache(tiny_cfg)
+    assert info["sets"] == {"dev": 4, "test": 4, "train": 16} and info["dim"] == 32
+    cut = next(iter(load_cached_cuts(tiny_cfg, "train")))
+    # encoder output at 50 Hz of the true length, not of 30 s
+    assert abs(cut.load_custom("encoder_out").shape[0] - 50 * cut.duration) <= 1
+
+    # an interrupted run (stopped after step 4) resumed to step 6 ...
+    tiny_cfg.train.max_steps = 4
+    train(tiny_cfg)
+    tiny_cfg.train.max_steps = 6
+    summary = train(tiny_cfg)
+    assert summary["steps"] == 6
+    resumed = _trainable(tiny_cfg)
+    # ... equals an uninterrupted run with the same seed
+    fresh = tiny_cfg
+    fresh.train.dir = str(tmp_path / "exp-fresh")
+    train(fresh)
+    for name, value in _trainable(fresh).items():
+        torch.testing.assert_close(value, resumed[name], atol=1e-6, rtol=1e-5)
+
+    assets = Path(fresh.train.dir) / MODEL
+    assert (assets / "projector.safetensors").exists()
+    assert (assets / "adapter" / "adapter_model.safetensors").exists()
+    assert not list(assets.glob("*.bin")) and not list(assets.glob("model.safetensors"))
+
+    fresh.decode.num_beams = [1, 2]
+    decode(fresh)
+    decode_baseline(fresh)
+    hyps = read_hyps(Path(fresh.decode.dir) / "test.beam2.jsonl")
+    assert sorted(h["id"] for h in hyps) == sorted(c.id for c in load_cached_cuts(fresh, "test"))
+    metrics = score(fresh)
+    assert set(metrics) == {"llm", "whisper"}
+    assert set(metrics["llm"]) == {"test.beam1", "test.beam2"}
+    assert metrics["llm"]["test.beam1"]["utterances"] == 4
+    table = (Path(fresh.score.dir) / "asr" / "results.md").read_text()
+    assert "Whisper (own decoder)" in table and "beam 2" in table
+    curve = (Path(fresh.score.dir) / "asr" / "train_curve.csv").read_text().splitlines()
+    assert len(curve) == 1 + 6  # header + one row per logged step
+    assert json.loads((Path(fresh.score.dir) / "asr" / "train.json").read_text())["steps"] == 6
+
+
+def test_cache_refuses_other_encoder(tiny_cfg):
+    import pytest
+
+    build_cache(tiny_cfg)
+    tiny_cfg.encoder.layer = 1
+    with pytest.raises(ValueError, match="rerun the cache stage"):
+        load_cached_cuts(tiny_cfg, "train")
