@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -108,6 +108,9 @@ class TrainConfig:
     dir: str = "exp/asr"
     use_cache: bool = True  # False: run the encoder inside every step
     prompt: str = "Transcribe the audio."
+    # None: the chat template's own system turn (SmolLM2 adds a 20-token default); "" keeps an
+    # empty one, which shortens every training sequence.
+    system_prompt: str | None = ""
     max_duration: float = 60.0  # seconds of audio per batch (Lhotse dynamic bucketing)
     num_buckets: int = 10
     max_steps: int = 1000
@@ -188,7 +191,7 @@ def to_config(raw: Any) -> SlamConfig:
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
-def load_config(path: str | Path = "params.yaml", overrides: Optional[list[str]] = None) -> SlamConfig:
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> SlamConfig:
     """Read the composed params file (what DVC tracks) with optional dotlist overrides."""
     path = Path(path)
     if not path.exists():

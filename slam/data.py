@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from lhotse import CutSet
@@ -26,7 +26,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
     input features are extracted from the audio here and the encoder runs in the step.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder: Optional[AudioEncoder] = None) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder: AudioEncoder | None = None) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
 

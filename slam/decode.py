@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import mlflow
 import numpy as np
@@ -23,8 +23,8 @@ from slam.cache import cache_dim, load_cached_cuts
 from slam.config import DecodeConfig, SlamConfig
 from slam.data import AudioTextDataset, cut_text, load_cuts
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
-from slam.train import MODEL
 from slam.tracking import start_run
+from slam.train import MODEL
 from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -37,9 +36,16 @@ class Prompt:
     eos_id: int
 
 
-def build_prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, use_chat_template: bool) -> Prompt:
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    use_chat_template: bool,
+    system_prompt: str | None = None,
+) -> Prompt:
     if use_chat_template:
         messages = [{"role": "user", "content": f"{AUDIO_PLACEHOLDER}{instruction}"}]
+        if system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": system_prompt})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:  # base models: a plain prompt
         text = f"{tokenizer.bos_token or ''}{AUDIO_PLACEHOLDER}\n{instruction}\n"
@@ -72,7 +78,7 @@ class SpeechLLM(nn.Module):
         llm: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         prompt: Prompt,
-        encoder: Optional[AudioEncoder] = None,
+        encoder: AudioEncoder | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -104,7 +110,7 @@ class SpeechLLM(nn.Module):
         self,
         audio: torch.Tensor,
         audio_lengths: torch.Tensor,
-        targets: Optional[list[list[int]]] = None,
+        targets: list[list[int]] | None = None,
         left_pad: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Build ``inputs_embeds``, ``attention_mask`` and ``labels`` for a batch.
@@ -190,7 +196,9 @@ class SpeechLLM(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
 
-def build_speech_llm(cfg: SlamConfig, encoder_dim: Optional[int] = None, with_encoder: bool = False) -> SpeechLLM:
+def build_speech_llm(
+    cfg: SlamConfig, encoder_dim: int | None = None, with_encoder: bool = False
+) -> SpeechLLM:
     """A fresh model for training: frozen encoder (optional), new projector, LLM + adapter."""
     encoder = build_encoder(cfg.encoder) if with_encoder else None
     if encoder is not None:
@@ -201,7 +209,9 @@ def build_speech_llm(cfg: SlamConfig, encoder_dim: Optional[int] = None, with_en
     llm_dim = loaded.model.get_input_embeddings().embedding_dim
     projector = build_projector(cfg.projector, encoder_dim, llm_dim)
     llm = apply_peft(loaded.model, cfg.peft)
-    prompt = build_prompt(loaded.tokenizer, cfg.train.prompt, loaded.use_chat_template)
+    prompt = build_prompt(
+        loaded.tokenizer, cfg.train.prompt, loaded.use_chat_template, cfg.train.system_prompt
+    )
     return SpeechLLM(projector, llm, loaded.tokenizer, prompt, encoder)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from slam.config import ConfigError, SlamConfig, load_config
 from slam.registry import UnknownComponentError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import mlflow
 
@@ -78,7 +78,7 @@ def system_tags(cfg: SlamConfig, system: str) -> dict[str, str]:
     }
 
 
-def start_run(cfg: SlamConfig, system: str, run_id: Optional[str] = None) -> mlflow.ActiveRun:
+def start_run(cfg: SlamConfig, system: str, run_id: str | None = None) -> mlflow.ActiveRun:
     """Start (or resume, given ``run_id``) the run of one system, with config and tags."""
     experiment_id = setup_tracking(cfg)
     if run_id:

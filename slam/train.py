@@ -15,8 +15,9 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import mlflow
 import torch
@@ -119,7 +120,7 @@ def save_checkpoint(directory: Path, model: SpeechLLM, optimizer, scheduler, sta
         shutil.rmtree(old)
 
 
-def latest_checkpoint(directory: Path, key: str) -> Optional[Path]:
+def latest_checkpoint(directory: Path, key: str) -> Path | None:
     for ckpt in sorted(directory.glob("step-*"), reverse=True):
         state_file = ckpt / "state.json"
         if state_file.exists() and json.loads(state_file.read_text()).get("run_key") == key:

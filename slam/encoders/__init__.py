@@ -6,7 +6,7 @@ that projector sizes and the number of LLM audio positions are derived, never ha
 
 from __future__ import annotations
 
-from slam.encoders.base import ENCODERS, AudioEncoder, build_encoder
 from slam.encoders import whisper  # noqa: F401  (registers "whisper")
+from slam.encoders.base import ENCODERS, AudioEncoder, build_encoder
 
 __all__ = ["ENCODERS", "AudioEncoder", "build_encoder"]

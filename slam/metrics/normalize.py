@@ -6,8 +6,8 @@ must not change; a better one gets a new name.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
@@ -33,7 +33,7 @@ def _none() -> Callable[[str], str]:
     return lambda text: " ".join(text.split())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _get(name: str) -> Callable[[str], str]:
     return NORMALIZERS.build(name)
 

@@ -1,0 +1,114 @@
+"""Corpora behind the ``prepare`` stage: Lhotse CutSets for training and evaluation.
+
+``prepare_corpus`` writes into ``corpus.dir``:
+
+* ``audio/synth/*.wav``: synthetic speech (16 kHz mono, silence trimmed), see :mod:`.tts`;
+* ``train|dev|test.jsonl.gz``: the synthetic sets, split by a hash of the sentence;
+* ``<name>.jsonl.gz`` for every real set in ``corpus.real_sets`` (``CORPORA`` builders, e.g.
+  ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
+  ``dev`` or ``test`` replaces that synthetic set);
+* ``stats.json``: per set cuts, hours, distinct sentences and speakers, skipped counts; and
+  the synthesis throughput.
+
+Every cut is 16 kHz mono (other rates are resampled lazily by Lhotse on load) and has one
+supervision with ``text`` and ``speaker``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lhotse import CutSet
+
+from slam.config import SlamConfig
+from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
+from slam.corpora import user as _user  # noqa: F401  (registers user_manifest)
+from slam.corpora.base import CORPORA, CorpusBuild
+from slam.corpora.text import SPLITS
+from slam.corpora.tts import synthesize_corpus
+from slam.corpora.validate import BadInputError, validate_cuts
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CORPORA", "BadInputError", "CorpusBuild", "cut_stats", "prepare_corpus", "write_manifest"]
+
+
+def write_manifest(cuts: CutSet, path: Path) -> None:
+    """Write ``cuts`` atomically: a reader never sees a half-written manifest."""
+    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp{os.getpid()}.jsonl.gz")
+    try:
+        cuts.to_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def cut_stats(cuts: CutSet) -> dict[str, Any]:
+    """Size and variety of one set: cuts, hours, mean duration, distinct sentences and speakers."""
+    durations = [c.duration for c in cuts]
+    sups = [c.supervisions[0] for c in cuts if c.supervisions]
+    engines: dict[str, int] = {}
+    for s in sups:
+        engine = (s.custom or {}).get("engine")
+        if engine:
+            engines[engine] = engines.get(engine, 0) + 1
+    stats = {
+        "cuts": len(durations),
+        "hours": round(sum(durations) / 3600, 4),
+        "mean_duration": round(sum(durations) / max(len(durations), 1), 3),
+        "sentences": len({s.text for s in sups}),
+        "speakers": len({s.speaker for s in sups if s.speaker}),
+    }
+    if engines:
+        stats["engines"] = dict(sorted(engines.items()))
+    return stats
+
+
+def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
+    """Build every set the config asks for, write manifests and ``stats.json``; return the sets."""
+    c = cfg.corpus
+    out = Path(c.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clash = [name for name in c.real_sets if name in SPLITS or name in c.user_manifests]
+    if clash:
+        raise ValueError(f"corpus.real_sets {clash} clash with the synthetic or user set names")
+    sets: dict[str, CutSet] = {}
+    set_stats: dict[str, dict[str, Any]] = {}
+    stats: dict[str, Any] = {"sample_rate": c.sample_rate, "sets": set_stats}
+
+    synth_splits = [s for s in SPLITS if s not in c.user_manifests] if c.num_utterances > 0 else []
+    if synth_splits:
+        synth, summary = synthesize_corpus(c, out / "audio" / "synth", synth_splits)
+        stats["synthesis"] = summary
+        failed = summary["failed_by_split"]
+        for split, cuts in synth.items():
+            cuts, counts = validate_cuts(cuts, c.sample_rate, c.skip_bad)
+            if failed.get(split):
+                counts["skipped"]["render_failed"] = failed[split]
+            sets[split] = cuts
+            set_stats[split] = {**counts, "source": "tts"}
+    for name in c.real_sets:
+        sets[name], set_stats[name] = CORPORA.build(name, c)
+    for name, path in c.user_manifests.items():
+        sets[name], set_stats[name] = CORPORA.build("user_manifest", c, path)
+
+    for name, cuts in sets.items():
+        write_manifest(cuts, out / f"{name}.jsonl.gz")
+        set_stats[name].update(cut_stats(cuts))
+        s = set_stats[name]
+        log.info(
+            "%s: %d cuts, %.2f h, %d sentences, %d speakers, skipped %s",
+            name, s["cuts"], s["hours"], s["sentences"], s["speakers"], s.get("skipped") or "none",
+        )  # fmt: skip
+    _write_json(stats, out / "stats.json")
+    return sets

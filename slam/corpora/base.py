@@ -1,0 +1,17 @@
+"""The corpus registry, kept apart from ``__init__`` so builder modules can import it.
+
+A builder takes the ``CorpusConfig`` (plus builder-specific keyword arguments) and returns
+the validated cuts of one set and its counts for ``stats.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lhotse import CutSet
+
+from slam.registry import Registry
+
+CorpusBuild = tuple[CutSet, dict[str, Any]]
+
+CORPORA: Registry[CorpusBuild] = Registry("corpus")

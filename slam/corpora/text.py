@@ -1,0 +1,344 @@
+"""Sentences for the synthetic corpus: read, normalised to speakable English, split by hash.
+
+The TTS engines are fed exactly the normalised text, so the transcript is what is spoken.
+Normalisation therefore only has to produce text that every engine reads the same way:
+plain ASCII words and light punctuation. Numbers are spelled out here (engines disagree on
+"1984" or "$5"); anything whose reading is ambiguous (acronyms, initials, decimals, symbols,
+markup) drops the whole sentence instead, since the pool is far larger than we need.
+
+Sources (Debian packages): ``wordnet-base`` (example sentences quoted in the glosses) and
+``fortunes`` (fortune cookie files, split into sentences).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import random
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+WORDNET_DIR = Path("/usr/share/wordnet")  # Debian package wordnet-base
+FORTUNES_DIR = Path("/usr/share/games/fortunes")  # Debian package fortunes
+SPLITS = ("train", "dev", "test")
+
+# ----------------------------------------------------------------------------- numbers
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"))
+_ORDINAL_IRREGULAR = {
+    "one": "first", "two": "second", "three": "third", "five": "fifth",
+    "eight": "eighth", "nine": "ninth", "twelve": "twelfth",
+}  # fmt: skip
+
+
+def _below_hundred(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    tens, ones = divmod(n, 10)
+    return _TENS[tens] + (f"-{_ONES[ones]}" if ones else "")
+
+
+def _below_thousand(n: int) -> str:
+    hundreds, rest = divmod(n, 100)
+    words = [f"{_ONES[hundreds]} hundred"] if hundreds else []
+    if rest or not hundreds:
+        words.append(_below_hundred(rest))
+    return " ".join(words)
+
+
+def number_to_words(n: int) -> str:
+    """Cardinal English words for 0 <= n < 10**12, e.g. 1205 -> 'one thousand two hundred five'."""
+    if not 0 <= n < 10**12:
+        raise ValueError(f"cannot spell out {n}")
+    if n < 1000:
+        return _below_thousand(n)
+    words = []
+    for scale, name in _SCALES:
+        if n >= scale:
+            count, n = divmod(n, scale)
+            words.append(f"{_below_thousand(count)} {name}")
+    if n:
+        words.append(_below_thousand(n))
+    return " ".join(words)
+
+
+def year_to_words(n: int) -> str:
+    """Read 1100-1999 and 2010-2099 as years are spoken: 1984 -> 'nineteen eighty-four'."""
+    if not (1100 <= n <= 1999 or 2010 <= n <= 2099):
+        return number_to_words(n)
+    century, rest = divmod(n, 100)
+    if rest == 0:
+        return f"{_below_hundred(century)} hundred"
+    tail = f"oh {_ONES[rest]}" if rest < 10 else _below_hundred(rest)
+    return f"{_below_hundred(century)} {tail}"
+
+
+def ordinal_to_words(n: int) -> str:
+    """Ordinal English words: 21 -> 'twenty-first'."""
+    words = number_to_words(n)
+    head, sep, last = words.rpartition(" ")
+    base_head, dash, base = last.rpartition("-")
+    if base in _ORDINAL_IRREGULAR:
+        base = _ORDINAL_IRREGULAR[base]
+    elif base.endswith("y"):
+        base = base[:-1] + "ieth"
+    else:
+        base += "th"
+    return f"{head}{sep}{base_head}{dash}{base}"
+
+
+def spell_numbers(text: str) -> str | None:
+    """Spell out the numbers of ``text``; ``None`` when one has no single obvious reading."""
+    text = re.sub(r"\$(\d[\d,]*)\b", r"\1 dollars", text)
+    text = re.sub(r"\b(\d[\d,]*)\s?%", r"\1 percent", text)
+    if re.search(r"\d[.:/]\d|\d\.\d", text):  # decimals, times, dates, fractions
+        return None
+
+    def ordinal(match: re.Match[str]) -> str:
+        return ordinal_to_words(int(match.group(1)))
+
+    text = re.sub(r"\b(\d{1,6})(?:st|nd|rd|th)\b", ordinal, text)
+
+    def cardinal(match: re.Match[str]) -> str:
+        digits = match.group(0)
+        value = int(digits.replace(",", ""))
+        if "," not in digits and len(digits) == 4:
+            return year_to_words(value)
+        return number_to_words(value)
+
+    # plain integers, optionally with thousands separators, not glued to letters
+    text = re.sub(r"(?<![\w,])(?:\d{1,3}(?:,\d{3})+|\d{1,12})(?![\w])", cardinal, text)
+    if re.search(r"\d", text):  # "4b", "3D", "MP3": glued to letters, ambiguous
+        return None
+    return text
+
+
+# ---------------------------------------------------------------------- normalisation
+
+_UNICODE_MAP = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"',
+        "\u2013": " -- ", "\u2014": " -- ", "\u2026": "...", "\u00a0": " ",
+    }
+)  # fmt: skip
+# abbreviations every engine would read differently (or not at all)
+_ABBREVIATIONS = {
+    r"\bMr\.": "Mister", r"\bMrs\.": "Missus", r"\bDr\.": "Doctor", r"\bJr\.": "Junior",
+    r"\bvs\.": "versus", r"\betc\.": "et cetera", r"\be\.g\.": "for example",
+    r"\bi\.e\.": "that is",
+}  # fmt: skip
+# contractions whose leading apostrophe is part of the word
+_LEADING_APOSTROPHE = {"'em", "'tis", "'twas", "'cause", "'til"}
+_ALLOWED = re.compile(r"[A-Za-z ,.?!;'-]*")
+_WORD = re.compile(r"[A-Za-z]")
+
+
+def _to_ascii(text: str) -> str | None:
+    text = unicodedata.normalize("NFKD", text.translate(_UNICODE_MAP))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return text if text.isascii() else None
+
+
+def _clean_token(token: str) -> str | None:
+    """One whitespace token (a word with attached punctuation); ``None`` drops the sentence."""
+    lead, core, trail = re.fullmatch(r"([,.?!;']*)(.*?)([,.?!;']*)", token).groups()  # type: ignore[union-attr]
+    if lead.strip("'"):
+        return None  # punctuation before a word ("?word", ",x") is markup or a typo
+    if lead and ("'" + core).lower() in _LEADING_APOSTROPHE:
+        core = "'" + core  # 'tis, 'em: the apostrophe belongs to the word, not a quote
+    if trail.startswith("'") and core.lower().endswith("s"):
+        core += "'"  # plural possessive (the dogs' bowls)
+    trail = trail.replace("'", "")
+    if not core:
+        return trail
+    if "." in core or core.startswith("-") or core.endswith("-") or not _WORD.search(core):
+        return None  # "U.S", "a.m", dangling hyphens
+    letters = core.replace("'", "").replace("-", "")
+    if len(letters) >= 2 and not re.search(r"[aeiouyAEIOUY]", letters):
+        return None  # "csh", "mph": lower-case acronyms, spelled or mangled
+    if len(letters) >= 2 and letters.isupper():
+        if len(letters) <= 3:
+            return None  # acronym: spelled out by some engines, read as a word by others
+        core = core.lower()  # SHOUTING in fortunes: an ordinary word
+    return core + trail
+
+
+def normalize_sentence(text: str) -> str | None:
+    """Speakable form of one sentence, or ``None`` if it cannot be read unambiguously.
+
+    >>> normalize_sentence('he paid $5 for the 1st ticket')
+    'He paid five dollars for the first ticket.'
+    """
+    text = _to_ascii(text)
+    if text is None or any(ch in text for ch in "`()[]{}<>:/\\|@#*_=+~^"):
+        return None
+    for pattern, expansion in _ABBREVIATIONS.items():
+        text = re.sub(pattern, expansion, text)
+    text = text.replace('"', " ").replace("&", " and ")
+    text = re.sub(r"\s*(?:\.{2,}|--+)\s*", ", ", text)  # ellipses and dashes: a pause
+    text = re.sub(r"\s+-\s+", ", ", text)
+    text = spell_numbers(text)
+    if text is None:
+        return None
+    if not _ALLOWED.fullmatch(text):
+        return None
+    tokens = []
+    for token in text.split():
+        cleaned = _clean_token(token)
+        if cleaned is None:
+            return None
+        if cleaned:
+            tokens.append(cleaned)
+    text = " ".join(tokens)
+    text = re.sub(r"\s+([,.?!;])", r"\1", text)
+    text = re.sub(r"([,.?!;])[,.;]+", r"\1", text)  # ",," ", ." "!." -> first mark
+    text = re.sub(r"([?!])[?!]+", r"\1", text)
+    text = text.strip(" ,;")
+    if not _WORD.search(text):
+        return None
+    if text[-1] not in ".?!":
+        text += "."
+    return text[0].upper() + text[1:]
+
+
+def count_words(text: str) -> int:
+    return sum(1 for token in text.split() if _WORD.search(token))
+
+
+def sentence_key(text: str) -> str:
+    """Case- and punctuation-blind identity of a sentence (for dedup and the split hash)."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split())
+
+
+def split_of(text: str, dev_fraction: float, test_fraction: float) -> str:
+    """``train``/``dev``/``test`` from a stable hash of the sentence (never Python's ``hash``).
+
+    Depends on the sentence only, not on the seed or the pool: the same sentence lands in the
+    same set on every run and machine, so no sentence ever crosses sets.
+    """
+    digest = hashlib.sha256(sentence_key(text).encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + dev_fraction:
+        return "dev"
+    return "train"
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> Iterator[str]:
+    """Example sentences quoted in WordNet glosses (``gloss; "example"; "example"``)."""
+    for pos in ("noun", "verb", "adj", "adv"):
+        path = wordnet_dir / f"data.{pos}"
+        with path.open(encoding="latin-1") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:  # licence header
+                    continue
+                gloss = line.split(" | ", 1)[1]
+                yield from re.findall(r'"([^"]+)"', gloss)
+
+
+def _fortune_files(fortunes_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in fortunes_dir.iterdir()
+        if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
+    )
+
+
+def fortune_sentences(fortunes_dir: Path = FORTUNES_DIR) -> Iterator[str]:
+    """Sentences of the fortune cookies, attributions ("-- Author") removed."""
+    for path in _fortune_files(fortunes_dir):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for fortune in re.split(r"^%\s*$", text, flags=re.MULTILINE):
+            lines = [ln for ln in fortune.splitlines() if not ln.strip().startswith("--")]
+            body = " ".join(" ".join(lines).split())
+            # initials ("R. A. Heinlein") break sentence splitting and have no single reading
+            if not body or re.search(r"\b[A-HJ-Z]\.\s", body):
+                continue
+            # a sentence ends at . ! or ? followed by a capital; not at an ellipsis
+            yield from re.split(r"(?<=[.!?])(?<!\.\.)\s+(?=[\"'(]*[A-Z])", body)
+
+
+@functools.lru_cache(maxsize=4)
+def _normalized_sources(wordnet_dir: Path, fortunes_dir: Path) -> tuple[str, ...]:
+    missing = [
+        f"{d} (Debian package {pkg})"
+        for d, pkg in ((wordnet_dir, "wordnet-base"), (fortunes_dir, "fortunes"))
+        if not d.is_dir()
+    ]
+    if missing:
+        raise FileNotFoundError("sentence sources not installed: " + ", ".join(missing))
+    out = []
+    for raw in _chain(wordnet_examples(wordnet_dir), fortune_sentences(fortunes_dir)):
+        text = normalize_sentence(raw)
+        if text is not None:
+            out.append(text)
+    return tuple(out)
+
+
+def _chain(*iterables: Iterable[str]) -> Iterator[str]:
+    for iterable in iterables:
+        yield from iterable
+
+
+def sentence_pool(
+    min_words: int,
+    max_words: int,
+    seed: int,
+    wordnet_dir: Path = WORDNET_DIR,
+    fortunes_dir: Path = FORTUNES_DIR,
+) -> list[str]:
+    """All usable distinct sentences of ``min_words..max_words`` words, shuffled by ``seed``."""
+    seen: set[str] = set()
+    pool = []
+    for text in _normalized_sources(wordnet_dir, fortunes_dir):
+        key = sentence_key(text)
+        if key in seen or not min_words <= count_words(text) <= max_words:
+            continue
+        seen.add(key)
+        pool.append(text)
+    random.Random(seed).shuffle(pool)
+    log.info("sentence pool: %d distinct sentences of %d-%d words", len(pool), min_words, max_words)
+    return pool
+
+
+def pick_sentences(
+    pool: list[str], num_utterances: int, dev_fraction: float, test_fraction: float,
+    splits: Iterable[str] = SPLITS,
+) -> dict[str, list[str]]:  # fmt: skip
+    """Sentences to render per split, ``num_utterances`` in total over ``SPLITS``.
+
+    Each split takes its share in pool order, every sentence once; only if a split's part of
+    the pool is exhausted are sentences repeated (rendered again with another voice).
+    Splits not in ``splits`` are left out (a user's own set replaces them).
+    """
+    wanted = {"test": round(num_utterances * test_fraction), "dev": round(num_utterances * dev_fraction)}
+    wanted["train"] = num_utterances - wanted["test"] - wanted["dev"]
+    if wanted["train"] < 0:
+        raise ValueError("dev_fraction + test_fraction must not exceed 1")
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for text in pool:
+        by_split[split_of(text, dev_fraction, test_fraction)].append(text)
+    chosen = {}
+    for split in splits:
+        candidates, n = by_split[split], wanted[split]
+        if n and not candidates:
+            raise ValueError(f"no sentences hash into {split!r}; raise its fraction")
+        if n > len(candidates):
+            log.warning("%s: %d sentences for %d utterances, some rendered twice", split, len(candidates), n)
+        chosen[split] = [candidates[i % len(candidates)] for i in range(n)]
+    return chosen

@@ -1,0 +1,309 @@
+"""Corpora: text normalisation and split, TTS rendering, asterisk parsing, user import, validation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
+
+from slam.config import SlamConfig
+from slam.corpora import CORPORA, BadInputError, prepare_corpus
+from slam.corpora.asterisk import clean_prompt, load_asterisk, parse_prompts
+from slam.corpora.text import (
+    FORTUNES_DIR,
+    WORDNET_DIR,
+    normalize_sentence,
+    number_to_words,
+    pick_sentences,
+    sentence_key,
+    split_of,
+    year_to_words,
+)
+from slam.corpora.tts import EspeakEngine, RenderJob, render
+from slam.corpora.user import load_user_corpus
+from slam.corpora.validate import validate_cuts
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="espeak-ng and sox (Debian packages) are needed to synthesise speech",
+)
+needs_text = pytest.mark.skipif(
+    not (WORDNET_DIR.is_dir() and FORTUNES_DIR.is_dir()),
+    reason="Debian packages wordnet-base and fortunes provide the sentences",
+)
+
+
+def _speech_like(seconds: float, sr: int, lead: float = 0.0) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return np.concatenate([np.zeros(int(lead * sr)), x]).astype(np.float32)
+
+
+def _cut(path: Path, cut_id: str, text: str | None = "hello world") -> MonoCut:
+    info = sf.info(str(path))
+    rec = Recording(
+        id=cut_id,
+        sources=[AudioSource(type="file", channels=[0], source=str(path))],
+        sampling_rate=info.samplerate,
+        num_samples=info.frames,
+        duration=info.frames / info.samplerate,
+    )
+    sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=rec.duration, text=text)
+    return MonoCut(id=cut_id, start=0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
+
+
+# ------------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("he paid $5 for the 1st ticket", "He paid five dollars for the first ticket."),
+        (
+            "In 1984 they sold 1,200 boats",
+            "In nineteen eighty-four they sold one thousand two hundred boats.",
+        ),
+        ("A day for firm decisions!!!!!  Or is it?", "A day for firm decisions! Or is it?"),
+        ("Mr. Smith went to Washington...", "Mister Smith went to Washington."),
+        ("you will still have PEANUT BUTTER!", "You will still have peanut butter!"),
+        ("the \u2018full\u2019 life of the dogs' owners", "The full life of the dogs' owners."),
+        ("caf\u00e9 au lait -- very nice", "Cafe au lait, very nice."),
+        ("'Tis the season", "'Tis the season."),
+        ("The U.S. is big", None),  # initials: no single reading
+        ("I work at IBM now", None),  # acronym: spelled by some engines only
+        ("your csh still works", None),  # lower-case acronym
+        ("pi is 3.14 or so", None),  # decimal
+        ("press 3D now", None),  # digits glued to letters
+        ("see <b>this</b> now", None),  # markup
+        ("A: who is there", None),  # dialogue markup
+    ],
+)
+def test_normalize_sentence(raw: str, expected: str | None) -> None:
+    assert normalize_sentence(raw) == expected
+
+
+def test_number_words() -> None:
+    assert number_to_words(0) == "zero"
+    assert number_to_words(115) == "one hundred fifteen"
+    assert number_to_words(2_000_021) == "two million twenty-one"
+    assert year_to_words(1905) == "nineteen oh five"
+    assert year_to_words(2000) == "two thousand"
+
+
+def test_hash_split_is_stable_and_disjoint() -> None:
+    pool = [f"Sentence number {number_to_words(i)} is here." for i in range(3000)]
+    splits = [split_of(s, 0.05, 0.08) for s in pool]
+    assert splits == [split_of(s, 0.05, 0.08) for s in pool]  # deterministic
+    # pinned values: the split must not depend on the process (hashlib, not hash())
+    assert [split_of(s, 0.05, 0.08) for s in pool[:12]] == [
+        "train", "train", "dev", "test", "train", "dev",
+        "train", "train", "test", "train", "train", "train",
+    ]  # fmt: skip
+    assert 0.05 < splits.count("test") / len(pool) < 0.11
+    assert 0.03 < splits.count("dev") / len(pool) < 0.07
+    # case and punctuation do not move a sentence to another set
+    assert all(split_of(s.upper().rstrip("."), 0.05, 0.08) == sp for s, sp in zip(pool, splits, strict=True))
+    chosen = pick_sentences(pool, 1000, 0.05, 0.08)
+    keys = {name: {sentence_key(s) for s in sents} for name, sents in chosen.items()}
+    assert sum(len(v) for v in chosen.values()) == 1000
+    assert (
+        not keys["train"] & keys["dev"]
+        and not keys["train"] & keys["test"]
+        and not keys["dev"] & keys["test"]
+    )
+    assert len(keys["train"]) == len(chosen["train"])  # one rendering per sentence
+
+
+# -------------------------------------------------------------------------------- tts
+
+
+@needs_espeak
+def test_espeak_render_is_16k_and_trimmed(tmp_path: Path) -> None:
+    sentences = ["The cat sat on the mat.", "A green door opened slowly.", "Bring me the old red boat."]
+    jobs = [
+        RenderJob(id=f"u{i}", split="train", text=t, engine="espeak", voice=v, speed=1.1, pitch=50)
+        for i, (t, v) in enumerate(zip(sentences * 2, ["en-us+m1"] * 3 + ["en-gb+f2"] * 3, strict=True))
+    ]
+    jobs.append(RenderJob(id="bad", split="train", text="Hello there.", engine="espeak", voice="xx-none"))
+    report = render(jobs, tmp_path / "wav", {"espeak": EspeakEngine()}, num_workers=2)
+    assert sorted(report.done) == [f"u{i}" for i in range(6)]
+    assert list(report.failed) == ["bad"]  # a failed render is counted, not fatal
+    for path in report.done.values():
+        audio, sr = sf.read(str(path))
+        info = sf.info(str(path))
+        assert sr == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert len(audio) / sr > 0.5
+        loud = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+        assert loud[0] / sr < 0.1  # leading silence trimmed to the 50 ms pad
+        assert (len(audio) - loud[-1]) / sr < 0.15  # and the trailing silence too
+
+
+@needs_espeak
+@needs_text
+def test_prepare_corpus_tiny_synthesis(tmp_path: Path) -> None:
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.num_utterances = 6
+    cfg.corpus.dev_fraction = 1 / 6
+    cfg.corpus.test_fraction = 1 / 6
+    cfg.corpus.engines = ["espeak"]
+    cfg.corpus.real_sets = []
+    sets = prepare_corpus(cfg)
+    assert {k: len(v) for k, v in sets.items()} == {"train": 4, "dev": 1, "test": 1}
+    stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
+    for name in ("train", "dev", "test"):
+        cuts = CutSet.from_file(tmp_path / "corpus" / f"{name}.jsonl.gz")
+        assert stats["sets"][name]["cuts"] == len(cuts)
+        for cut in cuts:
+            sup = cut.supervisions[0]
+            assert cut.sampling_rate == 16000 and cut.duration > 0
+            assert sup.text and sup.speaker.startswith("espeak:")
+            assert sup.custom["engine"] == "espeak" and 0.8 < sup.custom["speed"] < 1.5
+            assert cut.load_audio().shape[0] == 1
+    assert stats["synthesis"]["utterances"] == 6 and stats["synthesis"]["failed"] == 0
+
+
+# ---------------------------------------------------------------------------- asterisk
+
+
+def test_asterisk_parser_and_cleaning(tmp_path: Path) -> None:
+    txt = tmp_path / "core-sounds-en.txt.gz"
+    with gzip.open(txt, "wt") as f:
+        f.write(
+            "; Core Asterisk Sounds in English\n\n"
+            "activated: Activated.\n"
+            "vm-next: Press 6 to play the next message.\n"
+            "beep: [this is a simple beep tone]\n"
+            "silence/1: (1 second of silence)\n"
+            "spy-h323: H.323\n"
+            "conf-x: ...has joined the conference. <beep>\n"
+            "dictate/help: press * to pause, press # to exit\n"
+            "gone: This prompt has no recording.\n"
+        )
+    assert parse_prompts(txt)[0] == ("activated", "Activated.")
+    assert len(parse_prompts(txt)) == 8
+    assert clean_prompt("press * to pause, press # to exit") == "press star to pause, press pound to exit"
+    sounds = tmp_path / "sounds"
+    (sounds / "silence").mkdir(parents=True)
+    (sounds / "dictate").mkdir()
+    for name in ("activated", "vm-next", "beep", "silence/1", "spy-h323", "conf-x", "dictate/help"):
+        sf.write(str(sounds / f"{name}.wav"), _speech_like(0.5, 8000), 8000, subtype="PCM_16")
+    cuts, dropped = load_asterisk(txt, sounds)
+    texts = {c.supervisions[0].custom["prompt"]: c.supervisions[0].text for c in cuts}
+    assert texts == {
+        "activated": "Activated.",
+        "vm-next": "Press six to play the next message.",
+        "conf-x": "has joined the conference.",
+        "dictate/help": "press star to pause, press pound to exit",
+    }
+    assert dropped == {"no_text": 2, "ambiguous_text": 1, "no_audio": 1}
+    cuts, counts = validate_cuts(cuts, 16000)
+    assert counts["resampled"] == 4 and all(c.sampling_rate == 16000 for c in cuts)
+    assert cuts[0].load_audio().shape == (1, 8000)
+
+
+def test_registry_names() -> None:
+    assert {"asterisk_en", "user_manifest"} <= set(CORPORA.names())
+
+
+# ------------------------------------------------------------------------- user import
+
+
+def _write_slam(tmp_path: Path, entries: list[tuple[str, str, str]]) -> Path:
+    path = tmp_path / "user.jsonl"
+    path.write_text("".join(json.dumps({"key": k, "source": s, "target": t}) + "\n" for k, s, t in entries))
+    return path
+
+
+def test_slam_jsonl_import(tmp_path: Path) -> None:
+    sf.write(str(tmp_path / "a.wav"), _speech_like(1.0, 16000), 16000)
+    sf.write(str(tmp_path / "b.wav"), _speech_like(0.7, 8000), 8000)
+    manifest = _write_slam(
+        tmp_path, [("utt-a", str(tmp_path / "a.wav"), "hello there"), ("utt-b", "b.wav", "bye")]
+    )
+    cuts, counts = load_user_corpus(str(manifest), 16000)
+    assert [c.id for c in cuts] == ["utt-a", "utt-b"]
+    assert [c.supervisions[0].text for c in cuts] == ["hello there", "bye"]
+    assert counts["resampled"] == 1 and counts["skipped"] == {}
+    assert all(c.sampling_rate == 16000 for c in cuts)
+    assert cuts[1].load_audio().shape == (1, 11200)  # relative path found beside the jsonl
+
+
+@pytest.fixture
+def broken_wavs(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.wav"
+    sf.write(str(good), _speech_like(1.0, 16000), 16000)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4000))
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros(0, dtype=np.int16), 16000)
+    return {"good": good, "corrupt": corrupt, "empty": empty}
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "empty"])
+def test_bad_wav_in_slam_jsonl(tmp_path: Path, broken_wavs: dict[str, Path], bad: str) -> None:
+    manifest = _write_slam(
+        tmp_path, [("ok", str(broken_wavs["good"]), "fine"), ("broken", str(broken_wavs[bad]), "text")]
+    )
+    with pytest.raises(BadInputError, match=rf"{bad}\.wav.*user\.jsonl:2|user\.jsonl:2.*{bad}\.wav"):
+        load_user_corpus(str(manifest), 16000)
+    cuts, counts = load_user_corpus(str(manifest), 16000, skip_bad=True)
+    assert [c.id for c in cuts] == ["ok"]
+    assert sum(counts["skipped"].values()) == 1
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "empty"])
+def test_bad_wav_in_lhotse_manifest(tmp_path: Path, broken_wavs: dict[str, Path], bad: str) -> None:
+    good = _cut(broken_wavs["good"], "ok")
+    if bad == "corrupt":  # a header lhotse cannot read: describe the file by hand
+        rec = Recording(
+            id="broken",
+            sources=[AudioSource(type="file", channels=[0], source=str(broken_wavs["corrupt"]))],
+            sampling_rate=16000,
+            num_samples=16000,
+            duration=1.0,
+        )
+        sup = SupervisionSegment(id="broken", recording_id="broken", start=0, duration=1.0, text="text")
+        broken = MonoCut(id="broken", start=0, duration=1.0, channel=0, recording=rec, supervisions=[sup])
+    else:
+        broken = _cut(broken_wavs["empty"], "broken")
+    manifest = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts([good, broken]).to_file(manifest)
+    with pytest.raises(BadInputError, match=rf"{bad}\.wav.*cut broken"):
+        load_user_corpus(str(manifest), 16000)
+    cuts, counts = load_user_corpus(str(manifest), 16000, skip_bad=True)
+    assert [c.id for c in cuts] == ["ok"]
+    assert counts["skipped"] == {"bad_audio" if bad == "corrupt" else "empty_audio": 1}
+
+
+def test_validation_rejects_blank_text_and_duplicates(tmp_path: Path, broken_wavs: dict[str, Path]) -> None:
+    blank = _cut(broken_wavs["good"], "blank", text="  ")
+    with pytest.raises(BadInputError, match="good.wav.*blank"):
+        validate_cuts(CutSet.from_cuts([blank]), 16000)
+    cut = _cut(broken_wavs["good"], "twice")
+    with pytest.raises(BadInputError, match="duplicate cut id 'twice'"):
+        validate_cuts([cut, cut], 16000, skip_bad=True)  # type: ignore[arg-type]
+
+
+def test_recordings_supervisions_pair_and_prepare(tmp_path: Path, broken_wavs: dict[str, Path]) -> None:
+    cut = _cut(broken_wavs["good"], "pair-1", text="a pair")
+    rec_path, sup_path = tmp_path / "recordings.jsonl.gz", tmp_path / "supervisions.jsonl.gz"
+    CutSet.from_cuts([cut]).decompose()[0].to_file(rec_path)
+    CutSet.from_cuts([cut]).decompose()[1].to_file(sup_path)
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.num_utterances = 0  # no synthesis: only the user's sets
+    cfg.corpus.real_sets = []
+    cfg.corpus.user_manifests = {"mine": f"{sup_path},{rec_path}"}
+    sets = prepare_corpus(cfg)
+    assert list(sets) == ["mine"] and sets["mine"][0].supervisions[0].text == "a pair"
+    stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
+    assert stats["sets"]["mine"]["cuts"] == 1 and stats["sets"]["mine"]["speakers"] == 0
+    assert [p.name for p in (tmp_path / "corpus").iterdir() if p.name.startswith(".")] == []
+    assert len(CutSet.from_file(tmp_path / "corpus" / "mine.jsonl.gz")) == 1
