@@ -121,6 +121,11 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     max_grad_norm: float = 1.0
+    # Auxiliary CTC loss on the projector outputs against the transcript tokens, scored with
+    # the LLM's own (frozen) input embeddings plus a learned blank. It pulls the projected audio
+    # towards the embeddings of the spoken tokens, which the LLM already knows how to copy, and
+    # so shortens the long plateau before the model starts to use the audio. 0 turns it off.
+    ctc_weight: float = 0.0
     eval_every: int = 200
     dev_max_cuts: int = 100
     checkpoint_every: int = 100

@@ -86,6 +86,25 @@ class SpeechLLM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.prompt = prompt
+        self.ctc_blank: nn.Parameter | None = None
+
+    def enable_ctc(self) -> None:
+        """Add the learned blank embedding the auxiliary CTC loss needs."""
+        dim = self.llm.get_input_embeddings().embedding_dim
+        self.ctc_blank = nn.Parameter(torch.zeros(dim))
+
+    def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """CTC of the projected audio against the answer tokens, over [token embeddings; blank]."""
+        table = self.llm.get_input_embeddings().weight.detach()
+        classes = torch.cat([table, self.ctc_blank[None].to(table.dtype)])  # blank is the last class
+        logits = audio.float() @ classes.float().T
+        log_probs = logits.log_softmax(-1).transpose(0, 1)  # [time, batch, classes]
+        flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        return nn.functional.ctc_loss(
+            log_probs, flat.to(audio.device), lengths.cpu(), target_lengths,
+            blank=classes.shape[0] - 1, zero_infinity=True,
+        )
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -166,7 +185,10 @@ class SpeechLLM(nn.Module):
         gold = next_labels[keep]
         loss = nn.functional.cross_entropy(logits, gold)
         correct = (logits.argmax(-1) == gold).sum()
-        return {"loss": loss, "correct": correct, "tokens": keep.sum()}
+        out = {"loss": loss, "correct": correct, "tokens": keep.sum()}
+        if self.ctc_blank is not None and self.training:
+            out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, targets)
+        return out
 
     # -- inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -212,7 +234,10 @@ def build_speech_llm(
     prompt = build_prompt(
         loaded.tokenizer, cfg.train.prompt, loaded.use_chat_template, cfg.train.system_prompt
     )
-    return SpeechLLM(projector, llm, loaded.tokenizer, prompt, encoder)
+    model = SpeechLLM(projector, llm, loaded.tokenizer, prompt, encoder)
+    if cfg.train.ctc_weight > 0:
+        model.enable_ctc()
+    return model
 
 
 def save_assets(model: SpeechLLM, directory: Path, info: dict) -> None:

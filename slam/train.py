@@ -71,6 +71,8 @@ def lr_lambda(cfg: SlamConfig):
 
 def make_optimizer(model: SpeechLLM, cfg: SlamConfig) -> torch.optim.Optimizer:
     projector = [p for p in model.projector.parameters() if p.requires_grad]
+    if model.ctc_blank is not None:
+        projector.append(model.ctc_blank)
     projector_ids = {id(p) for p in projector}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in projector_ids]
     groups = [{"params": projector, "lr": cfg.train.lr}]
@@ -230,7 +232,7 @@ def train(cfg: SlamConfig) -> dict:
 
 def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, device, ckpt_dir, state):
     tc = cfg.train
-    window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0}
+    window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
     start = time.monotonic() - state["elapsed"]
     micro = 0
     for batch in batches:
@@ -239,7 +241,11 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
         with autocast(cfg.runtime, device):
             out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
                         encoded=tc.use_cache)
-        (out["loss"] / tc.grad_accum).backward()
+        objective = out["loss"]
+        if "ctc_loss" in out:
+            objective = objective + tc.ctc_weight * out["ctc_loss"]
+            window["ctc"] += out["ctc_loss"].item() * len(batch["ids"])
+        (objective / tc.grad_accum).backward()
         window["loss"] += out["loss"].item() * out["tokens"].item()
         window["correct"] += out["correct"].item()
         window["tokens"] += out["tokens"].item()
@@ -260,14 +266,15 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
             row = {"step": step, "samples": state["samples"], "minutes": round(state["elapsed"] / 60, 3),
                    "loss": window["loss"] / max(window["tokens"], 1),
                    "acc": window["correct"] / max(window["tokens"], 1),
+                   "ctc_loss": window["ctc"] / max(window["samples"], 1),
                    "lr": scheduler.get_last_lr()[0],
                    "utt_per_s": window["samples"] / max(state["elapsed"] - state.get("_t", 0), 1e-6)}
             state["_t"] = state["elapsed"]
             state["curve"].append(row)
             mlflow.log_metrics({f"train_{k}": v for k, v in row.items() if k != "step"}, step=step)
-            log.info("step %d loss %.3f acc %.3f lr %.2e %.1f utt/s", step, row["loss"], row["acc"],
-                     row["lr"], row["utt_per_s"])
-            window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0}
+            log.info("step %d loss %.3f acc %.3f ctc %.3f lr %.2e %.1f utt/s", step, row["loss"],
+                     row["acc"], row["ctc_loss"], row["lr"], row["utt_per_s"])
+            window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
         if step % tc.eval_every == 0 or step == tc.max_steps:
             dev = evaluate(model, dev_batches, dataset, cfg, device)
             state["dev_curve"].append({"step": step, "samples": state["samples"],

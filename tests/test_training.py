@@ -90,3 +90,16 @@ def test_cache_refuses_other_encoder(tiny_cfg):
     tiny_cfg.encoder.layer = 1
     with pytest.raises(ValueError, match="rerun the cache stage"):
         load_cached_cuts(tiny_cfg, "train")
+
+
+def test_encoder_inside_the_step(tiny_cfg):
+    """train.use_cache=false: no cache needed; the encoder runs in each step, frozen."""
+    tiny_cfg.train.use_cache = False
+    tiny_cfg.train.max_steps = 2
+    summary = train(tiny_cfg)
+    assert summary["steps"] == 2
+    assert not Path(tiny_cfg.cache.dir).exists()
+    trained = _trainable(tiny_cfg)
+    assert trained and not any(name.startswith("encoder.") for name in trained)
+    decode(tiny_cfg)
+    assert len(read_hyps(Path(tiny_cfg.decode.dir) / "test.beam1.jsonl")) == 4
