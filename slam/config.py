@@ -119,7 +119,11 @@ class TrainConfig:
     lora_lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    # Warmup, then a constant rate, then cosine decay over the last ``decay_fraction`` of the
+    # steps down to lr * min_lr_ratio. The model only starts to use the audio after a plateau
+    # of unknown length; decaying from the start can end the run before that happens.
+    decay_fraction: float = 0.3
+    min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     # Auxiliary CTC loss on the projector outputs against the transcript tokens, scored with
     # the LLM's own (frozen) input embeddings plus a learned blank. It pulls the projected audio

@@ -57,14 +57,19 @@ def run_key(cfg: SlamConfig) -> str:
 
 
 def lr_lambda(cfg: SlamConfig):
-    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
-    warmup, total, floor = cfg.train.warmup_steps, cfg.train.max_steps, cfg.train.min_lr_ratio
+    """Linear warmup, constant, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    tc = cfg.train
+    if not 0 <= tc.decay_fraction <= 1:
+        raise ValueError(f"train.decay_fraction must be in [0, 1], got {tc.decay_fraction}")
+    decay_start = max(tc.warmup_steps, int(tc.max_steps * (1 - tc.decay_fraction)))
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if step < decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start) / max(1, tc.max_steps - decay_start))
+        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
