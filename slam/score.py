@@ -11,6 +11,7 @@ import mlflow
 from slam.config import SlamConfig
 from slam.decode import RUN_FILE, read_hyps
 from slam.metrics import score_wer
+from slam.plots import learning_curve, wer_bars
 from slam.tracking import start_run
 from slam.utils import atomic_write_json, atomic_write_text
 
@@ -75,5 +76,13 @@ def score(cfg: SlamConfig) -> dict:
     train = json.loads(train_file.read_text()) if train_file.exists() else None
     table = results_table(metrics, train)
     atomic_write_text(metrics_dir / "results.md", table)
+    figures = [wer_bars(metrics, metrics_dir / "wer.png"),
+               learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
+    run_file = Path(cfg.decode.dir) / RUN_FILE
+    if run_file.exists():  # the figures and table belong to the trained system's run
+        with start_run(cfg, "llm", run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
+            for figure in filter(None, figures):
+                mlflow.log_artifact(str(figure), "figures")
+            mlflow.log_artifact(str(metrics_dir / "results.md"))
     print(table)
     return metrics

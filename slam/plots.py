@@ -1,0 +1,58 @@
+"""Figures people would rather see than read: learning curves and WER per set and system."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def learning_curve(metrics_dir: Path, out: Path) -> Path | None:
+    """Train loss and dev loss / accuracy against minutes of training."""
+    train, dev = _read_csv(metrics_dir / "train_curve.csv"), _read_csv(metrics_dir / "dev_curve.csv")
+    if not train:
+        return None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["minutes"] for r in train], [r["loss"] for r in train], label="train", alpha=0.7)
+    if dev:
+        ax_loss.plot([r["minutes"] for r in dev], [r["dev_loss"] for r in dev], "o-", label="dev")
+        ax_acc.plot([r["minutes"] for r in dev], [r["dev_acc"] for r in dev], "o-", label="dev")
+    ax_acc.plot([r["minutes"] for r in train], [r["acc"] for r in train], label="train", alpha=0.7)
+    for ax, name in ((ax_loss, "answer-token loss"), (ax_acc, "answer-token accuracy")):
+        ax.set_xlabel("minutes of training")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def wer_bars(metrics: dict[str, dict[str, dict]], out: Path) -> Path:
+    """WER (%) of every system on every set and decoding."""
+    keys = sorted({k for results in metrics.values() for k in results})
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(keys)), 4))
+    width = 0.8 / max(1, len(metrics))
+    for i, (system, results) in enumerate(metrics.items()):
+        xs = [j + i * width for j in range(len(keys))]
+        ax.bar(xs, [100 * results[k]["wer"] if k in results else 0 for k in keys], width, label=system)
+    ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(keys))], keys)
+    ax.set_ylabel("WER (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
