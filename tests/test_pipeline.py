@@ -25,7 +25,10 @@ pytestmark = [
 def run(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+           # dvc exp run commits to git refs: give it an identity on machines without one
+           "GIT_AUTHOR_NAME": "slam-test", "GIT_AUTHOR_EMAIL": "test@slam.invalid",
+           "GIT_COMMITTER_NAME": "slam-test", "GIT_COMMITTER_EMAIL": "test@slam.invalid"}
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
     return out.stdout + out.stderr
