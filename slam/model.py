@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -257,8 +258,5 @@ def load_assets(model: SpeechLLM, directory: Path) -> SpeechLLM:
     if adapter.exists():
         if not isinstance(model.llm, PeftModel):
             raise ValueError(f"{adapter} holds an adapter but peft.method is 'none'")
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         set_peft_model_state_dict(model.llm, load_file(str(adapter / "adapter_model.safetensors")))
     return model

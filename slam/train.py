@@ -214,7 +214,8 @@ def train(cfg: SlamConfig) -> dict:
 
     with start_run(cfg, "llm", run_id=state["mlflow_run_id"]) as run:
         state["mlflow_run_id"] = run.info.run_id
-        mlflow.log_param("trainable_params", n_trainable) if ckpt is None else None
+        if ckpt is None:  # a resumed run logged it already
+            mlflow.log_param("trainable_params", n_trainable)
         state = _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches,
                       device, ckpt_dir, state)
         final_dev = evaluate(model, dev_batches, dataset, cfg, device)
