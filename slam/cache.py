@@ -22,6 +22,7 @@ from slam.config import SlamConfig
 from slam.data import ENCODER_OUT, load_cuts, manifest_path
 from slam.encoders import AudioEncoder, build_encoder
 from slam.encoders.base import pad_features
+from slam.tuning import encoder_trains
 from slam.utils import atomic_write_json, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ def encode_set(
     tmp = storage.with_name(f".tmp-{storage.name}")  # the writer keeps the .h5 suffix
     with NumpyHdf5Writer(tmp, mode="w") as writer:
         for cut in tqdm(cuts, desc=desc, unit="cut"):
-            feats, lengths = pad_features([encoder.extract(cut.load_audio()[0])])
+            feats, lengths = pad_features([encoder.load_input(cut)])
             hidden, hidden_len = encoder(feats.to(device), lengths.to(device))
             array = hidden[0, : hidden_len[0]].float().cpu().numpy().astype(np.dtype(dtype))
             manifest = writer.store_array(
-                cut.id, array, frame_shift=1.0 / encoder.frame_rate, temporal_dim=0
+                # a sequence-wise encoder gives one vector for the whole clip
+                cut.id, array, frame_shift=1.0 / encoder.frame_rate if encoder.frame_rate else cut.duration,
+                temporal_dim=0,
             )
             manifest.array.storage_path = storage.name  # relative to the cache dir, see below
             out.append(cut.with_custom(ENCODER_OUT, manifest))
@@ -59,6 +62,13 @@ def build_cache(cfg: SlamConfig) -> dict:
     device = setup_runtime(cfg.runtime)
     cache_dir = Path(cfg.cache.dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    if encoder_trains(cfg):
+        # The encoder trains, so its outputs change every step: nothing to cache. The stage
+        # still writes its info so that DVC has an output and the reason is on record.
+        info = {"encoder": dataclasses.asdict(cfg.encoder), "skipped": "the encoder trains", "sets": {}}
+        atomic_write_json(cache_dir / INFO, info)
+        log.info("encoder fine-tuning is on (train.encoder_layers / layer weighting): no cache")
+        return info
     encoder = build_encoder(cfg.encoder).to(device)
     info = {
         "encoder": dataclasses.asdict(cfg.encoder),

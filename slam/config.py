@@ -70,13 +70,23 @@ class EncoderConfig:
     path: str = "models/whisper-tiny.en"
     layer: int = -1  # which hidden layer to return (-1: the last)
     trust_remote_code: bool = False
+    # a learned softmax-weighted sum of the hidden states up to ``layer`` instead of one layer
+    layer_weighting: bool = False
+    pooling: str = "none"  # "mean": one vector per clip (a sequence-wise encoder)
 
 
 @dataclass
 class ProjectorConfig:
+    """``name`` picks the projector from ``slam.projectors.PROJECTORS``; each uses some keys."""
+
     name: str = "linear"
-    k: int = 5  # frames concatenated into one LLM position
-    hidden: int = 2048
+    k: int = 5  # frames per LLM position (linear, conv1d)
+    hidden: int = 2048  # MLP width (linear, conv1d)
+    num_queries: int = 64  # learned queries: per clip (qformer) or per window (window_qformer)
+    window: int = 17  # frames per window (window_qformer; 17 at 50 Hz ~ 0.33 s, as SALMONN)
+    qformer_layers: int = 2  # Q-Former layers, each with self- and cross-attention
+    qformer_heads: int = 12
+    qformer_hidden: int = 768
 
 
 @dataclass
@@ -89,7 +99,14 @@ class LLMConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"  # "lora" or "none" (projector only)
+    """How the LLM is tuned: a name from ``slam.tuning.LLM_TUNINGS``.
+
+    ``lora`` (adapters on ``target_modules``), ``prefix`` (peft prefix tuning with
+    ``num_virtual_tokens``), ``none`` (frozen: projector only) or ``full`` (every weight).
+    """
+
+    method: str = "lora"
+    num_virtual_tokens: int = 16  # prefix tuning only
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -107,6 +124,9 @@ class CacheConfig:
 class TrainConfig:
     dir: str = "exp/asr"
     use_cache: bool = True  # False: run the encoder inside every step
+    # Encoder layers to fine-tune, counted from the top (0: frozen, -1: all). A training
+    # encoder cannot be cached, so the cache stage steps aside and the encoder runs in the step.
+    encoder_layers: int = 0
     prompt: str = "Transcribe the audio."
     # None: the chat template's own system turn (SmolLM2 adds a 20-token default); "" keeps an
     # empty one, which shortens every training sequence.
@@ -154,9 +174,15 @@ class ScoreConfig:
 
 @dataclass
 class RuntimeConfig:
+    """Where and how to compute. Under ``torchrun`` the world size, ranks and nodes come
+    from its environment variables; ``device: cuda`` then means ``cuda:$LOCAL_RANK``."""
+
     device: str = "cpu"
     precision: str = "bf16"  # "bf16", "fp16" or "fp32" (autocast dtype)
     threads: int = 0  # 0: leave torch's default
+    strategy: str = "ddp"  # with several processes: "ddp", or "fsdp" (shards the LLM's layers)
+    backend: str = ""  # process group backend; empty: nccl on CUDA, gloo otherwise
+    gradient_checkpointing: bool = False  # recompute LLM activations in backward: less memory
 
 
 @dataclass

@@ -35,7 +35,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         if self.encoder is None:
             feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
         else:
-            feats = [self.encoder.extract(c.load_audio()[0]) for c in cuts]
+            feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
         texts = [cut_text(c) for c in cuts]
         targets = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]

@@ -22,6 +22,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from slam.cache import cache_dim, load_cached_cuts
 from slam.config import DecodeConfig, SlamConfig
 from slam.data import AudioTextDataset, cut_text, load_cuts
+from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
 from slam.tracking import start_run
 from slam.train import MODEL
@@ -51,24 +52,54 @@ def decode_sets(
     dcfg: DecodeConfig,
     transcribe: Callable[[CutSet, int], list[str]],
 ) -> dict:
-    """Run ``transcribe(batch, num_beams)`` over every set and beam width; write hypotheses."""
+    """Run ``transcribe(batch, num_beams)`` over every set and beam width; write hypotheses.
+
+    Under torchrun each rank decodes every world_size-th batch; rank 0 gathers the batches
+    back into their original order and writes them, so no utterance is lost or doubled.
+    """
     out_dir = Path(dcfg.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timing = {}
     for name, cuts in sets.items():
         audio_seconds = sum(c.duration for c in cuts)
+        batches = list(batches_of(cuts, dcfg.batch_size))
+        mine = list(range(rank(), len(batches), world_size()))
         for beams in dcfg.num_beams:
-            rows, start = [], time.monotonic()
-            for batch in tqdm(list(batches_of(cuts, dcfg.batch_size)), desc=f"{name} beam{beams}"):
+            done, start = {}, time.monotonic()
+            for index in tqdm(mine, desc=f"{name} beam{beams}", disable=not is_main()):
+                batch = batches[index]
                 hyps = transcribe(batch, beams)
-                rows += [{"id": c.id, "ref": cut_text(c), "hyp": h} for c, h in zip(batch, hyps)]
+                done[index] = [{"id": c.id, "ref": cut_text(c), "hyp": h} for c, h in zip(batch, hyps)]
             seconds = time.monotonic() - start
+            gathered = {i: r for part in gather_objects(done) for i, r in part.items()}
+            rows = [row for i in range(len(batches)) for row in gathered[i]]
+            if not is_main():
+                continue
             write_hyps(out_dir / f"{name}.beam{beams}.jsonl", rows)
             timing[f"{name}.beam{beams}"] = {
                 "utterances": len(rows), "seconds": seconds, "rtf": seconds / max(audio_seconds, 1e-9)
             }
             log.info("%s beam %d: %d utterances, RTF %.3f", name, beams, len(rows),
                      timing[f"{name}.beam{beams}"]["rtf"])
+    return timing
+
+
+def decode_and_record(
+    cfg: SlamConfig,
+    system: str,
+    run_id: str | None,
+    sets: dict[str, CutSet],
+    dcfg: DecodeConfig,
+    transcribe: Callable[[CutSet, int], list[str]],
+) -> dict:
+    """Decode, then (rank 0) write timings and the MLflow run id beside the hypotheses."""
+    if not is_main():
+        return decode_sets(sets, dcfg, transcribe)
+    with start_run(cfg, system, run_id=run_id) as run:
+        timing = decode_sets(sets, dcfg, transcribe)
+        atomic_write_json(Path(dcfg.dir) / "decode.json", timing)
+        mlflow.log_metrics({f"rtf_{k}": v["rtf"] for k, v in timing.items()})
+        atomic_write_json(Path(dcfg.dir) / RUN_FILE, {"mlflow_run_id": run.info.run_id})
     return timing
 
 
@@ -95,12 +126,7 @@ def decode(cfg: SlamConfig) -> dict:
                                   encoded=use_cache, num_beams=beams,
                                   max_new_tokens=cfg.decode.max_new_tokens)
 
-    with start_run(cfg, "llm", run_id=info["mlflow_run_id"]):
-        timing = decode_sets(sets, cfg.decode, transcribe)
-        atomic_write_json(Path(cfg.decode.dir) / "decode.json", timing)
-        mlflow.log_metrics({f"rtf_{k}": v["rtf"] for k, v in timing.items()})
-        atomic_write_json(Path(cfg.decode.dir) / RUN_FILE, {"mlflow_run_id": info["mlflow_run_id"]})
-    return timing
+    return decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe)
 
 
 def decode_baseline(cfg: SlamConfig) -> dict:
@@ -121,9 +147,4 @@ def decode_baseline(cfg: SlamConfig) -> dict:
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
     sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
-    with start_run(cfg, "whisper") as run:
-        timing = decode_sets(sets, cfg.baseline, transcribe)
-        atomic_write_json(Path(cfg.baseline.dir) / "decode.json", timing)
-        mlflow.log_metrics({f"rtf_{k}": v["rtf"] for k, v in timing.items()})
-        atomic_write_json(Path(cfg.baseline.dir) / RUN_FILE, {"mlflow_run_id": run.info.run_id})
-    return timing
+    return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe)

@@ -12,19 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from slam.config import PeftConfig, SlamConfig
+from slam.config import SlamConfig
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
 from slam.projectors import Projector, build_projector, load_projector, save_projector
+from slam.tuning import apply_llm_tuning, encoder_trains, unfreeze_encoder
 
 IGNORE_INDEX = -100
 AUDIO_PLACEHOLDER = "<|slam_audio|>"
 ADAPTER_DIR = "adapter"
+ENCODER_WEIGHTS = "encoder.safetensors"  # the fine-tuned encoder parameters only
+FULL_LLM_DIR = "llm"  # a fully fine-tuned LLM, as a Hugging Face model dir
 ASSETS_INFO = "slam.json"
 
 
@@ -53,23 +56,6 @@ def build_prompt(
     prefix, suffix = text.split(AUDIO_PLACEHOLDER)
     encode = lambda s: tokenizer(s, add_special_tokens=False).input_ids  # noqa: E731
     return Prompt(encode(prefix), encode(suffix), tokenizer.eos_token_id)
-
-
-def apply_peft(llm: nn.Module, cfg: PeftConfig) -> nn.Module:
-    """Freeze the LLM and add the configured adapter (or none)."""
-    llm.requires_grad_(False)
-    if cfg.method == "none":
-        return llm
-    if cfg.method == "lora":
-        lora = LoraConfig(
-            r=cfg.r,
-            lora_alpha=cfg.alpha,
-            lora_dropout=cfg.dropout,
-            target_modules=list(cfg.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(llm, lora)
-    raise ValueError(f"peft.method={cfg.method!r}; known: lora, none")
 
 
 class SpeechLLM(nn.Module):
@@ -121,6 +107,30 @@ class SpeechLLM(nn.Module):
                 raise RuntimeError("raw features given but the model was built without its encoder")
             inputs, lengths = self.encoder(inputs, lengths)
         return self.projector(inputs.to(self.projector_dtype), lengths)
+
+    def train(self, mode: bool = True) -> SpeechLLM:
+        super().train(mode)
+        if self.encoder is not None:
+            # Even a fine-tuned encoder stays in eval mode: no dropout or LayerDrop, so its
+            # outputs match what the cache stage stores and what decoding computes.
+            self.encoder.eval()
+        return self
+
+    @property
+    def prefix_length(self) -> int:
+        """Virtual tokens a prompt-learning adapter (prefix tuning) puts before every row."""
+        if isinstance(self.llm, PeftModel) and self.llm.active_peft_config.is_prompt_learning:
+            return self.llm.active_peft_config.num_virtual_tokens
+        return 0
+
+    def decoder_hidden(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states of the LLM body (no vocabulary projection)."""
+        extra = {}
+        if n := self.prefix_length:  # prefix tuning: learned keys/values as a past cache
+            extra["past_key_values"] = self.llm.get_prompt(embeds.shape[0], max_cache_len=embeds.shape[1] + n)
+            mask = torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
+        decoder = self.base_llm.get_decoder()
+        return decoder(inputs_embeds=embeds, attention_mask=mask, **extra).last_hidden_state
 
     @property
     def projector_dtype(self) -> torch.dtype:
@@ -174,7 +184,7 @@ class SpeechLLM(nn.Module):
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         embeds, mask, labels = self.assemble(audio, audio_lengths, targets)
         base = self.base_llm
-        hidden = base.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        hidden = self.decoder_hidden(embeds, mask)
         # Logits only where a label exists: the vocabulary projection over every prompt and
         # audio position would cost more than the rest of the LLM on small models.
         next_labels = labels[:, 1:]
@@ -203,9 +213,19 @@ class SpeechLLM(nn.Module):
     ) -> list[str]:
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         embeds, mask, _ = self.assemble(audio, audio_lengths, left_pad=True)
-        out = self.llm.generate(
+        llm, extra = self.llm, {}
+        if n := self.prefix_length:
+            # peft's own generate cannot take inputs_embeds with prompt learning: hand the base
+            # model the learned prefix as a ready cache (one row per beam; beams share it).
+            llm = self.base_llm
+            extra["past_key_values"] = self.llm.get_prompt(
+                embeds.shape[0] * num_beams, max_cache_len=n + embeds.shape[1] + max_new_tokens
+            )
+            mask = torch.cat([mask.new_ones(mask.shape[0], n), mask], dim=1)
+        out = llm.generate(
             inputs_embeds=embeds,
             attention_mask=mask,
+            **extra,
             num_beams=num_beams,
             do_sample=False,
             max_new_tokens=max_new_tokens,
@@ -222,16 +242,21 @@ class SpeechLLM(nn.Module):
 def build_speech_llm(
     cfg: SlamConfig, encoder_dim: int | None = None, with_encoder: bool = False
 ) -> SpeechLLM:
-    """A fresh model for training: frozen encoder (optional), new projector, LLM + adapter."""
+    """A fresh model for training: encoder (optional), new projector, LLM + adapter.
+
+    What trains follows the config (``slam.tuning``); an encoder that trains is always built.
+    """
+    with_encoder = with_encoder or encoder_trains(cfg)
     encoder = build_encoder(cfg.encoder) if with_encoder else None
     if encoder is not None:
+        unfreeze_encoder(encoder, cfg)
         encoder_dim = encoder.dim
     if encoder_dim is None:
         raise ValueError("encoder_dim is needed when the encoder is not built")
     loaded = build_llm(cfg.llm)
     llm_dim = loaded.model.get_input_embeddings().embedding_dim
     projector = build_projector(cfg.projector, encoder_dim, llm_dim)
-    llm = apply_peft(loaded.model, cfg.peft)
+    llm = apply_llm_tuning(loaded.model, cfg.peft)
     prompt = build_prompt(
         loaded.tokenizer, cfg.train.prompt, loaded.use_chat_template, cfg.train.system_prompt
     )
@@ -242,11 +267,19 @@ def build_speech_llm(
 
 
 def save_assets(model: SpeechLLM, directory: Path, info: dict) -> None:
-    """Trained parameters only: projector (safetensors + config) and the PEFT adapter dir."""
+    """Trained parameters only, the Hugging Face way: projector (safetensors + config), the
+    PEFT adapter dir, a fully tuned LLM as a model dir, fine-tuned encoder parameters."""
     directory.mkdir(parents=True, exist_ok=True)
     save_projector(model.projector, directory)
     if isinstance(model.llm, PeftModel):
         model.llm.save_pretrained(str(directory / ADAPTER_DIR))
+    elif any(p.requires_grad for p in model.llm.parameters()):
+        model.llm.save_pretrained(str(directory / FULL_LLM_DIR))
+        model.tokenizer.save_pretrained(str(directory / FULL_LLM_DIR))
+    if model.encoder is not None:
+        tuned = {n: p.detach().contiguous() for n, p in model.encoder.named_parameters() if p.requires_grad}
+        if tuned:
+            save_file(tuned, str(directory / ENCODER_WEIGHTS))
     (directory / ASSETS_INFO).write_text(json.dumps(info, indent=2))
 
 
@@ -259,4 +292,15 @@ def load_assets(model: SpeechLLM, directory: Path) -> SpeechLLM:
         if not isinstance(model.llm, PeftModel):
             raise ValueError(f"{adapter} holds an adapter but peft.method is 'none'")
         set_peft_model_state_dict(model.llm, load_file(str(adapter / "adapter_model.safetensors")))
+    full_llm = directory / FULL_LLM_DIR
+    if full_llm.exists():
+        tuned = AutoModelForCausalLM.from_pretrained(str(full_llm), dtype="float32")
+        model.llm.load_state_dict(tuned.state_dict())
+    encoder_weights = directory / ENCODER_WEIGHTS
+    if encoder_weights.exists():
+        if model.encoder is None:
+            raise ValueError(f"{encoder_weights} holds encoder weights but the model has no encoder")
+        result = model.encoder.load_state_dict(load_file(str(encoder_weights)), strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{encoder_weights}: unknown parameters {result.unexpected_keys[:5]}")
     return model

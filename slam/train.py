@@ -7,6 +7,7 @@ clipping), periodic dev evaluation and checkpoints, and the final trained assets
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -24,12 +25,29 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from slam.cache import cache_dim, load_cached_cuts
-from slam.config import SlamConfig
+from slam.config import SlamConfig, as_dict
 from slam.data import AudioTextDataset, load_cuts
+from slam.distributed import (
+    barrier,
+    is_main,
+    rank,
+    sum_over_ranks,
+    unwrap,
+    world_size,
+    wrap_for_training,
+)
 from slam.model import SpeechLLM, build_speech_llm, save_assets
 from slam.tracking import start_run
+from slam.tuning import uses_cache
 from slam.utils import atomic_dir, atomic_write_json, autocast, seed_everything, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -90,6 +108,9 @@ class Batches:
     """Endless epochs of dynamic-bucketing batches that can be fast-forwarded on resume."""
 
     def __init__(self, cuts: CutSet, dataset: AudioTextDataset, cfg: SlamConfig) -> None:
+        # Each rank takes every world_size-th batch of one shared stream. Without bucket
+        # syncing that stream does not depend on the world size, so N processes see exactly
+        # the batches one process with grad_accum=N sees, and the curves match.
         self.sampler = DynamicBucketingSampler(
             cuts,
             max_duration=cfg.train.max_duration,
@@ -97,6 +118,9 @@ class Batches:
             shuffle=True,
             seed=cfg.train.seed,
             drop_last=False,
+            sync_buckets=False,
+            world_size=world_size(),
+            rank=rank(),
         )
         self.dataset = dataset
         self.epoch, self.in_epoch = 0, 0
@@ -113,18 +137,24 @@ class Batches:
 
 
 # -- checkpoints -------------------------------------------------------------------------------
-def save_checkpoint(directory: Path, model: SpeechLLM, optimizer, scheduler, state: dict) -> None:
-    with atomic_dir(directory / f"step-{state['step']:07d}") as tmp:
-        weights = {k: v.detach().contiguous() for k, v in model.trainable_state().items()}
-        save_file(weights, str(tmp / TRAINABLE))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": torch.get_rng_state()},
-            tmp / STATE,
-        )
-        atomic_write_json(tmp / "state.json", state)
-    for old in sorted(directory.glob("step-*"))[:-2]:  # keep the last two
-        shutil.rmtree(old)
+# torch.distributed.checkpoint's state-dict API gathers full tensors of the trainable parameters
+# and optimizer state the same way for one process, DDP and FSDP shards (every rank calls it).
+GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, state: dict) -> None:
+    """``model`` is what trains (bare, DDP or FSDP); every rank calls this, rank 0 writes."""
+    weights = get_model_state_dict(model, options=GATHER)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=GATHER)
+    if is_main():
+        with atomic_dir(directory / f"step-{state['step']:07d}") as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE))
+            torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state()}, tmp / STATE)
+            atomic_write_json(tmp / "state.json", state)
+        for old in sorted(directory.glob("step-*"))[:-2]:  # keep the last two
+            shutil.rmtree(old)
+    barrier()
 
 
 def latest_checkpoint(directory: Path, key: str) -> Path | None:
@@ -135,12 +165,15 @@ def latest_checkpoint(directory: Path, key: str) -> Path | None:
     return None
 
 
-def load_checkpoint(ckpt: Path, model: SpeechLLM, optimizer, scheduler) -> dict:
-    missing = model.load_state_dict(load_file(str(ckpt / TRAINABLE)), strict=False)
-    if missing.unexpected_keys:
-        raise ValueError(f"{ckpt} has unexpected parameters: {missing.unexpected_keys[:5]}")
+def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
+    weights = load_file(str(ckpt / TRAINABLE))
+    unknown = set(weights) - {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
+    if unknown:
+        raise ValueError(f"{ckpt} has parameters this model does not train: {sorted(unknown)[:5]}")
+    full = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=full)
     extra = torch.load(ckpt / STATE, weights_only=True)
-    optimizer.load_state_dict(extra["optimizer"])
+    set_optimizer_state_dict(model, optimizer, extra["optimizer"], options=full)
     scheduler.load_state_dict(extra["scheduler"])
     torch.set_rng_state(extra["rng"])
     return json.loads((ckpt / "state.json").read_text())
@@ -148,18 +181,26 @@ def load_checkpoint(ckpt: Path, model: SpeechLLM, optimizer, scheduler) -> dict:
 
 # -- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: SpeechLLM, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> dict:
+def evaluate(model, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> dict:
+    """Dev loss and answer-token accuracy; the batches are shared out over the ranks."""
     model.eval()
     loss_sum, correct, tokens = 0.0, 0, 0
-    for cuts in batches:
-        batch = dataset[cuts]
+    # Every rank runs the same number of forwards (FSDP gathers weights collectively in each):
+    # a rank short of batches repeats one and does not count it.
+    per_rank = -(-len(batches) // world_size())
+    for i in range(per_rank):
+        index = i * world_size() + rank()
+        counted = index < len(batches)
+        batch = dataset[batches[index if counted else 0]]
         with autocast(cfg.runtime, device):
             out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                        encoded=cfg.train.use_cache)
-        loss_sum += out["loss"].item() * out["tokens"].item()
-        correct += out["correct"].item()
-        tokens += out["tokens"].item()
+                        encoded=dataset.encoder is None)
+        if counted:
+            loss_sum += out["loss"].item() * out["tokens"].item()
+            correct += out["correct"].item()
+            tokens += out["tokens"].item()
     model.train()
+    loss_sum, correct, tokens = sum_over_ranks([loss_sum, correct, tokens])
     return {"dev_loss": loss_sum / max(tokens, 1), "dev_acc": correct / max(tokens, 1)}
 
 
@@ -177,30 +218,37 @@ def write_curve(path: Path, rows: list[dict]) -> None:
 
 # -- the stage ---------------------------------------------------------------------------------
 def train(cfg: SlamConfig) -> dict:
+    """The train stage; under torchrun every rank calls it and rank 0 logs and writes."""
     device = setup_runtime(cfg.runtime)
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.train.dir)
     ckpt_dir = out_dir / CHECKPOINTS
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     key = run_key(cfg)
+    use_cache = uses_cache(cfg)
 
-    if cfg.train.use_cache:
+    if use_cache:
         train_cuts, dev_cuts = load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev")
         model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
     else:
         train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
         model = build_speech_llm(cfg, with_encoder=True)
     model.to(device).train()
-    dataset = AudioTextDataset(model.tokenizer, None if cfg.train.use_cache else model.encoder)
+    if cfg.runtime.gradient_checkpointing:
+        model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
     dev_batches = list(
         DynamicBucketingSampler(
             dev_cuts.subset(first=min(cfg.train.dev_max_cuts, len(dev_cuts))),
-            max_duration=cfg.train.max_duration, num_buckets=2, shuffle=False,
+            max_duration=cfg.train.max_duration, num_buckets=2, shuffle=False, world_size=1, rank=0,
         )
     )
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
-    log.info("trainable parameters: %.2fM", n_trainable / 1e6)
+    log.info("trainable parameters: %.2fM; %d process(es)", n_trainable / 1e6, world_size())
 
+    # What runs the steps: DDP, FSDP or the model itself. FSDP swaps in sharded parameters,
+    # so the optimizer is made after it.
+    net = wrap_for_training(model, cfg.runtime, device)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     batches = Batches(train_cuts, dataset, cfg)
@@ -208,35 +256,50 @@ def train(cfg: SlamConfig) -> dict:
              "run_key": key, "curve": [], "dev_curve": [], "mlflow_run_id": None}
     ckpt = latest_checkpoint(ckpt_dir, key)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        state = load_checkpoint(ckpt, net, optimizer, scheduler)
         batches.epoch, batches.in_epoch = state["epoch"], state["in_epoch"]
         log.info("resuming from %s (step %d)", ckpt, state["step"])
 
-    with start_run(cfg, "llm", run_id=state["mlflow_run_id"]) as run:
-        state["mlflow_run_id"] = run.info.run_id
-        if ckpt is None:  # a resumed run logged it already
-            mlflow.log_param("trainable_params", n_trainable)
-        state = _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches,
+    run = start_run(cfg, "llm", run_id=state["mlflow_run_id"]) if is_main() else contextlib.nullcontext()
+    with run:
+        if is_main():
+            state["mlflow_run_id"] = run.info.run_id
+            if ckpt is None:  # a resumed run logged it already
+                mlflow.log_param("trainable_params", n_trainable)
+        state = _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches,
                       device, ckpt_dir, state)
-        final_dev = evaluate(model, dev_batches, dataset, cfg, device)
+        final_dev = evaluate(net, dev_batches, dataset, cfg, device)
         summary = {"steps": state["step"], "samples": state["samples"],
                    "train_minutes": state["elapsed"] / 60, "trainable_params": n_trainable,
+                   "world_size": world_size(),
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
-        mlflow.log_metrics({k: v for k, v in final_dev.items()}, step=state["step"])
-        info = {"mlflow_run_id": run.info.run_id, "run_key": key, "encoder": dataclasses.asdict(cfg.encoder),
-                "llm": dataclasses.asdict(cfg.llm), "peft": dataclasses.asdict(cfg.peft),
-                "prompt": cfg.train.prompt, "use_cache": cfg.train.use_cache}
-        with atomic_dir(out_dir / MODEL) as tmp:
-            save_assets(model, tmp, info)
-        write_curve(metrics_dir / "train_curve.csv", state["curve"])
-        write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])
-        atomic_write_json(metrics_dir / "train.json", summary)
-        mlflow.log_artifacts(str(metrics_dir), "metrics")
+        weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP
+        if is_main():
+            mlflow.log_metrics(final_dev, step=state["step"])
+            # The composed config travels with the assets: they rebuild the system on their
+            # own (slam.inference.load_trained, the `slam` command).
+            info = {"mlflow_run_id": state["mlflow_run_id"], "run_key": key, "use_cache": use_cache,
+                    "config": as_dict(cfg)}
+            to_save = model
+            if world_size() > 1 and cfg.runtime.strategy == "fsdp":
+                # FSDP holds shards: save from a plain model given the gathered weights
+                to_save = build_speech_llm(cfg, encoder_dim=cache_dim(cfg) if use_cache else None,
+                                           with_encoder=not use_cache)
+                to_save.load_state_dict(weights, strict=False)
+            with atomic_dir(out_dir / MODEL) as tmp:
+                save_assets(to_save, tmp, info)
+            mlflow.log_artifacts(str(out_dir / MODEL), "model")
+            write_curve(metrics_dir / "train_curve.csv", state["curve"])
+            write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])
+            atomic_write_json(metrics_dir / "train.json", summary)
+            mlflow.log_artifacts(str(metrics_dir), "metrics")
+    barrier()
     return summary
 
 
-def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, device, ckpt_dir, state):
+def _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, device, ckpt_dir, state):
+    """Steps until ``train.max_steps``; ``net`` runs forward/backward, ``model`` is the bare model."""
     tc = cfg.train
     window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
     start = time.monotonic() - state["elapsed"]
@@ -245,8 +308,8 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
         if state["step"] >= tc.max_steps:
             break
         with autocast(cfg.runtime, device):
-            out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                        encoded=tc.use_cache)
+            out = net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
+                      encoded=dataset.encoder is None)
         objective = out["loss"]
         if "ctc_loss" in out:
             objective = objective + tc.ctc_weight * out["ctc_loss"]
@@ -256,7 +319,6 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
         window["correct"] += out["correct"].item()
         window["tokens"] += out["tokens"].item()
         window["samples"] += len(batch["ids"])
-        state["samples"] += len(batch["ids"])
         micro += 1
         if micro % tc.grad_accum:
             continue
@@ -269,6 +331,9 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
         state["epoch"], state["in_epoch"] = batches.epoch, batches.in_epoch
         step = state["step"]
         if step % tc.log_every == 0:
+            keys = list(window)
+            window = dict(zip(keys, sum_over_ranks([window[k] for k in keys])))  # global batch
+            state["samples"] += int(window["samples"])
             row = {"step": step, "samples": state["samples"], "minutes": round(state["elapsed"] / 60, 3),
                    "loss": window["loss"] / max(window["tokens"], 1),
                    "acc": window["correct"] / max(window["tokens"], 1),
@@ -277,16 +342,18 @@ def _loop(cfg, model, optimizer, scheduler, batches, dataset, dev_batches, devic
                    "utt_per_s": window["samples"] / max(state["elapsed"] - state.get("_t", 0), 1e-6)}
             state["_t"] = state["elapsed"]
             state["curve"].append(row)
-            mlflow.log_metrics({f"train_{k}": v for k, v in row.items() if k != "step"}, step=step)
+            if is_main():
+                mlflow.log_metrics({f"train_{k}": v for k, v in row.items() if k != "step"}, step=step)
             log.info("step %d loss %.3f acc %.3f ctc %.3f lr %.2e %.1f utt/s", step, row["loss"],
                      row["acc"], row["ctc_loss"], row["lr"], row["utt_per_s"])
             window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
         if step % tc.eval_every == 0 or step == tc.max_steps:
-            dev = evaluate(model, dev_batches, dataset, cfg, device)
+            dev = evaluate(net, dev_batches, dataset, cfg, device)
             state["dev_curve"].append({"step": step, "samples": state["samples"],
                                        "minutes": round(state["elapsed"] / 60, 3), **dev})
-            mlflow.log_metrics(dev, step=step)
+            if is_main():
+                mlflow.log_metrics(dev, step=step)
             log.info("step %d dev loss %.3f acc %.3f", step, dev["dev_loss"], dev["dev_acc"])
         if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-            save_checkpoint(ckpt_dir, model, optimizer, scheduler, state)
+            save_checkpoint(ckpt_dir, net, optimizer, scheduler, state)
     return state

@@ -55,9 +55,12 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_runtime(cfg: RuntimeConfig) -> torch.device:
+    """Threads, and this process's device (joining torchrun's process group if launched so)."""
+    from slam.distributed import init_distributed
+
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    return torch.device(cfg.device)
+    return init_distributed(cfg)
 
 
 _PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}

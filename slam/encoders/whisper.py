@@ -4,6 +4,8 @@ transformers' ``WhisperEncoder.forward`` insists on 30 s of mel frames; padding 
 to 30 s makes the encoder ten times slower and feeds the LLM 1,500 frames of mostly silence.
 The forward below runs the same submodules (convolutions, positional table sliced to the
 input, layers, final norm) on the real length, and stops early when a lower layer is asked for.
+With ``layer_weighting`` it mixes the embeddings and every kept layer's output (the last one
+after the final norm, as transformers returns it) with learned softmax weights.
 """
 
 from __future__ import annotations
@@ -28,10 +30,7 @@ class WhisperEncoder(AudioEncoder):
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(cfg.path)
         self.sample_rate = self.feature_extractor.sampling_rate
         self.dim = self.encoder.config.d_model
-        n_layers = len(self.encoder.layers)
-        self.num_layers = n_layers if cfg.layer == -1 else cfg.layer
-        if not 1 <= self.num_layers <= n_layers:
-            raise ValueError(f"encoder.layer={cfg.layer} but {cfg.path} has {n_layers} layers")
+        self.num_layers = self.layers_to_keep(len(self.encoder.layers))
         # Layers above the chosen one are never run: drop them to save memory.
         self.encoder.layers = self.encoder.layers[: self.num_layers]
 
@@ -53,16 +52,35 @@ class WhisperEncoder(AudioEncoder):
             )
         return features[:, :n_frames].T.contiguous()  # [time, n_mels]
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.encoder
         x = inputs.transpose(1, 2).to(enc.conv1.weight.dtype)  # [batch, n_mels, time]
         x = nn.functional.gelu(enc.conv1(x))
         x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)
         x = x + enc.embed_positions.weight[: x.shape[1]]
-        for layer in enc.layers:
-            out = layer(x, None)
-            x = out[0] if isinstance(out, tuple) else out
-        if self.num_layers == enc.config.encoder_layers:
-            x = enc.layer_norm(x)
         out_lengths = (lengths + 1) // 2
+        states = [x]
+        mask = key_padding_mask(out_lengths, x.shape[1], x.dtype)
+        for layer in enc.layers:
+            out = layer(x, mask)
+            x = out[0] if isinstance(out, tuple) else out
+            states.append(x)
+        if self.num_layers == enc.config.encoder_layers:
+            x = states[-1] = enc.layer_norm(x)
+        if self.cfg.layer_weighting:
+            x = self.mix_layers(states)
         return x, out_lengths
+
+    def finetune_layers(self) -> list[nn.Module]:
+        return list(self.encoder.layers)
+
+
+def key_padding_mask(lengths: torch.Tensor, frames: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """Additive ``[batch, 1, 1, frames]`` mask hiding padded frames from attention, so that an
+    item of a padded batch gets the outputs of its true-length run (extract keeps an even
+    number of mel frames, so the convolutions never mix padding into a valid frame)."""
+    keep = torch.arange(frames, device=lengths.device)[None] < lengths[:, None]
+    if bool(keep.all()):
+        return None
+    mask = torch.zeros(keep.shape, dtype=dtype, device=lengths.device)
+    return mask.masked_fill(~keep, torch.finfo(dtype).min)[:, None, None]

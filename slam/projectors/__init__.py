@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from slam.projectors import linear  # noqa: F401  (registers "linear")
+# Importing a module registers its projectors under their config names.
+from slam.projectors import conv1d, linear, qformer, window_qformer  # noqa: F401
 from slam.projectors.base import PROJECTORS, Projector, build_projector, load_projector, save_projector
 
 __all__ = ["PROJECTORS", "Projector", "build_projector", "load_projector", "save_projector"]

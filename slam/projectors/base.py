@@ -43,6 +43,26 @@ class Projector(nn.Module):
 PROJECTORS: Registry[Projector] = Registry("projector")
 
 
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[batch, frames]`` bool, True on the first ``lengths[i]`` frames of row i."""
+    return torch.arange(frames, device=lengths.device)[None] < lengths[:, None]
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``x`` with the frames past each row's length set to zero.
+
+    A batched encoder leaves arbitrary values (even NaN) there; projectors that mix frames
+    (a group of k, a window, masked attention whose zero weights would still multiply a NaN)
+    must not let them reach a valid output.
+    """
+    return x.masked_fill(~frame_mask(lengths, x.shape[1])[..., None], 0.0)
+
+
+def pad_frames(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the time axis of ``[batch, frames, dim]`` up to a multiple of ``multiple``."""
+    return nn.functional.pad(x, (0, 0, 0, -x.shape[1] % multiple))
+
+
 def build_projector(cfg: ProjectorConfig, in_dim: int, out_dim: int) -> Projector:
     return PROJECTORS.build(cfg.name, cfg, in_dim, out_dim)
 

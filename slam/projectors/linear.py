@@ -6,19 +6,17 @@ import torch
 from torch import nn
 
 from slam.config import ProjectorConfig
-from slam.projectors.base import PROJECTORS, Projector
+from slam.projectors.base import PROJECTORS, Projector, pad_frames, zero_padding
 
 
-@PROJECTORS.register("linear")
-class LinearProjector(Projector):
+class FrameGroupProjector(Projector):
+    """Any projector that turns each group of k consecutive frames into one position."""
+
     def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int) -> None:
         super().__init__(cfg, in_dim, out_dim)
         if cfg.k < 1:
             raise ValueError(f"projector.k must be >= 1, got {cfg.k}")
         self.k = cfg.k
-        self.net = nn.Sequential(
-            nn.Linear(in_dim * cfg.k, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, out_dim)
-        )
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         # A trailing partial group is zero-padded rather than dropped, so short clips keep
@@ -28,9 +26,22 @@ class LinearProjector(Projector):
     def output_rate(self, frame_rate: float) -> float:
         return frame_rate / self.k
 
+    def grouped_frames(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # Zeroing the batch padding makes a trailing partial group see the same zeros it
+        # would see alone.
+        return pad_frames(zero_padding(x, lengths), self.k)
+
+
+@PROJECTORS.register("linear")
+class LinearProjector(FrameGroupProjector):
+    def __init__(self, cfg: ProjectorConfig, in_dim: int, out_dim: int) -> None:
+        super().__init__(cfg, in_dim, out_dim)
+        self.net = nn.Sequential(
+            nn.Linear(in_dim * cfg.k, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, out_dim)
+        )
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.grouped_frames(x, lengths)
         batch, frames, dim = x.shape
-        positions = -(-frames // self.k)
-        x = nn.functional.pad(x, (0, 0, 0, positions * self.k - frames))
-        x = x.reshape(batch, positions, dim * self.k)
+        x = x.reshape(batch, frames // self.k, dim * self.k)
         return self.net(x), self.output_lengths(lengths)
