@@ -92,3 +92,58 @@ def save_tiny_whisper(directory: str | Path, d_model: int = 32, layers: int = 2,
     tokenizer.save_pretrained(directory)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
     return directory
+
+
+def save_tiny_causal_lm(
+    directory: str | Path, architecture: str = "qwen2", hidden: int = 32, layers: int = 2, seed: int = 0
+) -> Path:
+    """A random causal LM shaped like one of the packaged LLMs, with a matching tokenizer.
+
+    ``qwen2``: a chat model like Qwen2.5-Coder-Instruct (``<|im_start|>`` chat template, ends
+    its turn with ``<|im_end|>``, no BOS added). ``gemma3``: a base model like Gemma-3-270M (no
+    chat template; the tokenizer adds ``<bos>``; ``<eos>`` ends a text; scaled embeddings,
+    sliding and full attention layers).
+    """
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config
+
+    directory = Path(directory)
+    torch.manual_seed(seed)
+    if architecture == "qwen2":
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=_byte_bpe(specials), pad_token="<|endoftext|>", eos_token="<|im_end|>",
+            bos_token="<|endoftext|>",
+        )
+        tokenizer.chat_template = CHAT_TEMPLATE
+        config = Qwen2Config(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=1024, tie_word_embeddings=False,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    elif architecture == "gemma3":
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+        backend = _byte_bpe(specials)
+        bos = backend.token_to_id("<bos>")
+        backend.post_processor = TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", bos)]
+        )
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+            unk_token="<unk>",
+        )
+        config = Gemma3TextConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+            query_pre_attn_scalar=16, sliding_window=8, max_position_embeddings=1024,
+            layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"],
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    else:
+        raise ValueError(f"no tiny {architecture!r} LLM; known: qwen2, gemma3")
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

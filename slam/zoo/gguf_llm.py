@@ -5,10 +5,24 @@ float) for the architectures it maps (Llama, Qwen2, Gemma3, ...), but refuses to
 ``save_pretrained`` a GGUF-loaded model. So the loaded weights are copied into a fresh
 model built from the same config without its ``quantization_config`` and saved as
 safetensors, together with the tokenizer (chat template included) from the same file.
+
+The saved folder is then reloaded the way training loads it (``AutoModelForCausalLM``,
+``AutoTokenizer``) and must give the same next-token logits on a probe text as the model
+read from the GGUF file: this catches what a save can silently lose (tied weights, buffers
+that are not saved such as Gemma's embedding scale, config fields, tokenizer settings).
+
+Checked with transformers 5.23 on the packaged models: Llama (SmolLM2), Qwen2
+(Qwen2.5-Coder-0.5B-Instruct) and Gemma3 (Gemma-3-270M; transformers subtracts the +1
+llama.cpp adds to Gemma's norm weights and rebuilds the 5-local/1-global layer pattern and
+both rope bases from the GGUF metadata), so no converter of our own is needed. The import
+is as tied as the file: Qwen2.5's GGUF carries ``output.weight`` (Q8_0) beside
+``token_embd.weight`` (Q5_0), the same matrix quantised twice, so that model comes out untied
+(630M parameters instead of 494M), as llama.cpp runs it.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -21,8 +35,41 @@ from slam.zoo.sources import Source
 log = logging.getLogger(__name__)
 
 
+# a text every tokenizer splits into several tokens; only the logits' agreement matters here
+ROUNDTRIP_PROBE = "The capital of France is"
+ROUNDTRIP_TOLERANCE = 1e-4  # of the largest |logit|; the same weights in the same dtype
+
+
 class GGUFImportError(RuntimeError):
     """The GGUF file cannot be turned into a transformers causal LM."""
+
+
+def _next_token_logits(model: Any, ids: list[int]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(torch.tensor([ids])).logits[0, -1].float()
+
+
+def check_roundtrip(folder: Path, reference_ids: list[int], reference: Any, dtype: Any) -> float:
+    """Reload ``folder`` as training does; its probe logits must equal ``reference``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer(ROUNDTRIP_PROBE).input_ids
+    if ids != reference_ids:
+        raise GGUFImportError(
+            f"the saved tokenizer splits {ROUNDTRIP_PROBE!r} as {ids}, the GGUF one as {reference_ids}"
+        )
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    diff = float((_next_token_logits(model, ids) - reference).abs().max())
+    scale = float(reference.abs().max())
+    if not diff <= ROUNDTRIP_TOLERANCE * max(scale, 1.0):  # also fails on NaN
+        raise GGUFImportError(
+            f"the saved model in {folder} differs from the GGUF one: next-token logits differ by "
+            f"{diff:.3g} (largest logit {scale:.3g}); a weight, buffer or config field was lost"
+        )
+    return diff
 
 
 def _single_gguf(source: Source, name: str) -> Path:
@@ -78,14 +125,25 @@ def import_gguf_llm(
         raise GGUFImportError(f"weights not set by the GGUF file: {meta}")
     model.generation_config = loaded.generation_config
     model.eval()
+    probe_ids = tokenizer(ROUNDTRIP_PROBE).input_ids
+    reference = _next_token_logits(loaded, probe_ids)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    del loaded
-    return {
+    info = {
         "kind": "causal_lm",
         "architecture": type(model).__name__,
         "params": sum(p.numel() for p in model.parameters()),
         "dtype": dtype,
         "vocab_size": int(config.vocab_size),
         "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+        "gguf_mb": round(gguf_path.stat().st_size / 1e6, 1),
     }
+    del loaded, model, state
+    gc.collect()  # the reload below must not hold two copies of the weights
+    start = time.perf_counter()
+    info["roundtrip_max_diff"] = check_roundtrip(out_dir, probe_ids, reference, torch_dtype)
+    log.info("reloaded the saved folder: same logits (%.1f s)", time.perf_counter() - start)
+    return info

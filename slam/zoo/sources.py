@@ -5,10 +5,16 @@ several of them (``model.bin.part1`` in one wheel, ``model.bin.part2`` in the ne
 ``source`` list is resolved into one directory tree that holds every data file of every
 listed package, with the package's top-level directory dropped so that the parts of a split
 file meet in the same folder, where they are joined in part order.
+
+Two integrity checks, both naming the file at fault: every file unpacked from a wheel must
+match the sha256 in the wheel's own ``RECORD`` (a corrupt download or cache), and every file
+a shipped checksum list (``SHA256SUMS``, ``*.sha256``) names must match it after the joining
+(a part missing, out of order or from another release).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -31,6 +37,11 @@ _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-
 # package code and metadata are not model data; leaving them out also avoids every
 # package's ``__init__.py`` colliding in the merged tree
 _SKIPPED_SUFFIXES = (".py", ".pyc", ".pyi")
+# checksum lists shipped beside the data, in ``sha256sum`` format ("<hex>  <name>")
+_SUMS_NAMES = {"sha256sums", "sha256sums.txt"}
+_SUMS_SUFFIX = ".sha256"
+# (a ``<name>.sha256`` file may hold the bare digest of ``<name>``)
+_SUMS_LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64})(?:\s+\*?(?P<name>\S.*?))?\s*$")
 
 
 class SourceError(RuntimeError):
@@ -109,6 +120,7 @@ def resolve_sources(specs: list[str], download_dir: str | Path) -> Source:
                 "(a Hugging Face id must be the only entry)"
             )
     if len(local) == 1 and local[0].is_dir() and not _split_groups(local[0]):
+        verify_checksums(local[0])
         return Source(specs=list(specs), root=local[0])  # a plain local folder: use it as is
     # rebuilt every time (seconds): a local folder may have changed since, and the tree is
     # deleted after the import anyway
@@ -195,12 +207,24 @@ def _build_tree(inputs: list[Path], tree: Path) -> None:
             else:  # a single local file, e.g. a .gguf
                 _claim(owners, item.name, str(item))
                 (tmp / item.name).symlink_to(item)
-        join_split_files(tmp)
+        joined_from: dict[Path, list[Path]] = {}
+        join_split_files(tmp, joined_from)
+        verify_checksums(tmp, _name_origins(joined_from, owners, tmp))
         shutil.rmtree(tree, ignore_errors=True)
         tmp.rename(tree)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _name_origins(
+    joined_from: dict[Path, list[Path]], owners: dict[str, str], root: Path
+) -> dict[Path, list[str]]:
+    """Each joined file's parts, named with the package each came from (for error messages)."""
+    return {
+        target: [f"{p.name} (from {owners.get(p.relative_to(root).as_posix(), '?')})" for p in parts]
+        for target, parts in joined_from.items()
+    }
 
 
 def _claim(owners: dict[str, str], rel: str, origin: str) -> None:
@@ -209,9 +233,25 @@ def _claim(owners: dict[str, str], rel: str, origin: str) -> None:
     owners[rel] = origin
 
 
+def _wheel_record(zf: zipfile.ZipFile) -> dict[str, str]:
+    """The wheel's ``RECORD``: archive path -> urlsafe-base64 sha256 (PEP 376/427)."""
+    import csv
+    import io
+
+    names = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD") and n.count("/") == 1]
+    if len(names) != 1:
+        return {}
+    record = {}
+    for row in csv.reader(io.StringIO(zf.read(names[0]).decode("utf-8"))):
+        if len(row) >= 2 and row[1].startswith("sha256="):
+            record[row[0]] = row[1][len("sha256=") :]
+    return record
+
+
 def _unpack_wheel(wheel: Path, dest: Path, owners: dict[str, str]) -> None:
     log.info("unpacking %s", wheel.name)
     with zipfile.ZipFile(wheel) as zf:
+        record = _wheel_record(zf)
         for info in zf.infolist():
             parts = Path(info.filename).parts
             if info.is_dir() or not parts or parts[0].endswith((".dist-info", ".data")):
@@ -225,8 +265,19 @@ def _unpack_wheel(wheel: Path, dest: Path, owners: dict[str, str]) -> None:
             _claim(owners, rel.as_posix(), wheel.name)
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
             with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 22)
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    dst.write(block)
+            expected = record.get(info.filename)
+            got = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+            if expected is not None and got != expected:
+                raise SourceError(
+                    f"{info.filename} in {wheel} does not match the sha256 in the wheel's RECORD "
+                    f"(got {got}, expected {expected}): the download is corrupt; delete the wheel "
+                    "and run again"
+                )
 
 
 def _link_dir(folder: Path, dest: Path, owners: dict[str, str]) -> None:
@@ -258,12 +309,13 @@ def _split_groups(folder: Path) -> dict[Path, list[tuple[int, Path]]]:
     return groups
 
 
-def join_split_files(folder: str | Path) -> list[Path]:
+def join_split_files(folder: str | Path, joined_from: dict[Path, list[Path]] | None = None) -> list[Path]:
     """Concatenate every ``<stem>.partN`` group under ``folder`` into ``<stem>``, in N order.
 
     Parts are numbered from 0 or 1 with no gaps (a missing part means a missing package in
     the source list, which must fail here rather than as a corrupt model later). The parts
-    are removed after joining. Returns the joined files.
+    are removed after joining. Returns the joined files; ``joined_from`` (if given) receives
+    each joined file's parts, in order.
     """
     joined = []
     for target, parts in sorted(_split_groups(Path(folder)).items()):
@@ -285,4 +337,57 @@ def join_split_files(folder: str | Path) -> list[Path]:
         for _, part in parts:
             part.unlink()
         joined.append(target)
+        if joined_from is not None:
+            joined_from[target] = [part for _, part in parts]
     return joined
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_sums_file(path: Path) -> bool:
+    return path.name.lower() in _SUMS_NAMES or path.name.lower().endswith(_SUMS_SUFFIX)
+
+
+def verify_checksums(folder: str | Path, joined_from: dict[Path, list[str]] | None = None) -> list[Path]:
+    """Check every file named by a checksum list under ``folder`` against its sha256.
+
+    A checksum list is a ``SHA256SUMS`` (``sha256sum`` output: ``<hex>  <name>``) or a
+    ``<name>.sha256`` file (the same, or the bare digest of ``<name>``); names are relative to
+    the list's folder. A listed file that is absent is skipped (a list may cover more than a
+    package ships). A mismatch fails naming the file, and for a joined file the parts (and
+    packages) it was joined from. Returns the verified files.
+    """
+    folder = Path(folder)
+    verified = []
+    for sums in sorted(p for p in folder.rglob("*") if p.is_file() and _is_sums_file(p)):
+        for lineno, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            m = _SUMS_LINE.match(line.strip())
+            if not m:
+                raise SourceError(f"{sums}:{lineno}: not a '<sha256>  <file name>' line: {line!r}")
+            bare_for = sums.name[: -len(_SUMS_SUFFIX)] if sums.name.lower().endswith(_SUMS_SUFFIX) else ""
+            name = m["name"] or bare_for
+            if not name:
+                raise SourceError(f"{sums}:{lineno}: a digest without a file name")
+            target = sums.parent / name
+            if ".." in Path(name).parts or not target.is_file():
+                log.warning("%s lists %s, which is not in the source; not checked", sums.name, name)
+                continue
+            got = sha256_file(target)
+            if got != m["digest"].lower():
+                parts = (joined_from or {}).get(target)
+                joined = f"; it was joined from {', '.join(map(str, parts))}" if parts else ""
+                raise SourceError(
+                    f"{target.relative_to(folder)} has sha256 {got} but {sums.name} expects "
+                    f"{m['digest'].lower()}{joined}: a part is corrupt, missing or from another release"
+                )
+            log.info("sha256 of %s matches %s", target.relative_to(folder), sums.name)
+            verified.append(target)
+    return verified

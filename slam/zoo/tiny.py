@@ -24,3 +24,21 @@ def import_tiny_llm(entry: ZooModelConfig, source: Any, out_dir: Path, **_: Any)
 
     save_tiny_llm(out_dir)
     return {"kind": "causal_lm", "architecture": "LlamaForCausalLM", "random": True}
+
+
+@IMPORTERS.register("tiny_qwen2")
+def import_tiny_qwen2(entry: ZooModelConfig, source: Any, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Shaped like the packaged Qwen2.5-Coder-Instruct: a chat model."""
+    from slam.testing import save_tiny_causal_lm
+
+    save_tiny_causal_lm(out_dir, "qwen2")
+    return {"kind": "causal_lm", "architecture": "Qwen2ForCausalLM", "random": True}
+
+
+@IMPORTERS.register("tiny_gemma3")
+def import_tiny_gemma3(entry: ZooModelConfig, source: Any, out_dir: Path, **_: Any) -> dict[str, Any]:
+    """Shaped like the packaged Gemma-3-270M: a base model for a plain prompt."""
+    from slam.testing import save_tiny_causal_lm
+
+    save_tiny_causal_lm(out_dir, "gemma3")
+    return {"kind": "causal_lm", "architecture": "Gemma3ForCausalLM", "random": True}
