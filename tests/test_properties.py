@@ -25,10 +25,14 @@ FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 @pytest.mark.parametrize("name", NORMALIZERS.names())
 @given(text=st.text(max_size=60))
-def test_normalizers_are_idempotent_and_tidy(name, text):
+def test_normalizers_are_deterministic_and_tidy(name, text):
     once = normalize(text, name)
-    assert normalize(once, name) == once  # scoring a normalised text again changes nothing
+    assert normalize(text, name) == once
     assert once == once.strip() and "  " not in once
+    if name != "english_v1":
+        # english_v1 (Whisper's English normaliser, frozen as published) is not idempotent on
+        # digit runs: hypothesis found "0:1" -> "0 one" -> "one". The others are.
+        assert normalize(once, name) == once
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=FIXTURES)
