@@ -8,12 +8,15 @@ key's name instead of deep inside a stage.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 
 @dataclass
@@ -170,6 +173,46 @@ class DecodeConfig:
 class ScoreConfig:
     dir: str = "metrics"
     normalizer: str = "english_v1"
+    # Extra sections of the results table, by name from ``slam.metrics.REPORTS``: "mer"
+    # (mixed error rate: CER on CJK characters, WER on the rest), "biasing" (the Table VII
+    # analogue of the asr_bias recipe: WER, B-WER, U-WER and keyword recall per condition).
+    reports: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BiasConfig:
+    """Contextual biasing (paper IV-B3), used when ``recipe`` is ``asr_bias``.
+
+    Words outside the ``common_words`` most frequent training words are rare. A test list of
+    size N holds the utterance's own rare words plus N minus that many distractors drawn from
+    the rare words of the training vocabulary; "none" is an empty list and "gt" the own rare
+    words only. Lists reach the LLM through ``prompt`` (it replaces ``train.prompt``; a row
+    without a list gets it with an empty one); the CTC filter keeps the entries that fuzzily
+    match a small CTC head's greedy transcript.
+    """
+
+    common_words: int = 5000  # K
+    list_sizes: list[int] = field(default_factory=lambda: [100, 500, 1000, 2000])  # N, CTC-filtered
+    # sizes also decoded with the whole list in the prompt (thousands of words do not fit a small LLM)
+    unfiltered_sizes: list[int] = field(default_factory=lambda: [100])
+    prompt: str = "Transcribe the audio. Hotwords: {keywords}."
+    separator: str = ", "
+    # a supervision custom field with the utterance's own keyword list (e.g. slide keywords,
+    # paper IV-B2): decoded as the "manifest" condition and used in training when present
+    keywords_field: str = "keywords"
+    # training lists: each own rare word kept with this probability, plus 0..train_distractors
+    # random rare words, so that the model learns to pick from a list rather than copy it
+    train_keep: float = 0.9
+    train_distractors: int = 10
+    seed: int = 0
+    # the CTC head: encoder outputs -> characters, trained after the LLM on the same cache
+    ctc_hidden: int = 512
+    ctc_steps: int = 1000  # ~2 minutes on 2 CPU cores: CER ~28% on the synthetic test
+    ctc_lr: float = 2.0e-3
+    ctc_max_duration: float = 60.0  # seconds of audio per CTC batch
+    # fuzzy match (rapidfuzz ratio, 0-100) of each list entry against the CTC transcript's n-grams
+    filter_threshold: float = 70.0
+    filter_max: int = 20  # at most this many entries, best first, reach the prompt
 
 
 @dataclass
@@ -207,6 +250,7 @@ class SlamConfig:
         default_factory=lambda: DecodeConfig(dir="exp/asr/baseline", num_beams=[1])
     )
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    bias: BiasConfig = field(default_factory=BiasConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     profile: str = "default"
@@ -216,14 +260,62 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names it."""
 
 
+def _locate(schema: Any, raw: Any, prefix: str = "") -> tuple[str, str] | None:
+    """The first key under ``prefix`` whose value has the wrong shape (a scalar or a list
+    where the schema has a section or a mapping, or the reverse), and what is wrong.
+
+    OmegaConf reports such a mismatch without naming the key (``full_key`` is empty)."""
+    if not isinstance(raw, Mapping) or not isinstance(schema, DictConfig):
+        return None
+    for key, value in raw.items():
+        if key not in schema:
+            continue
+        child, name = schema._get_node(key), f"{prefix}{key}"
+        if isinstance(child, DictConfig):
+            if not isinstance(value, Mapping):
+                return name, f"expected a mapping, got {type(value).__name__} {value!r}"
+            found = _locate(child, value, f"{name}.")
+            if found:
+                return found
+        elif isinstance(child, ListConfig) and not isinstance(value, list | tuple | ListConfig):
+            return name, f"expected a list, got {type(value).__name__} {value!r}"
+    return None
+
+
+def _explain(exc: OmegaConfBaseException, raw: Any) -> str:
+    """One line: the full key and the reason (plus the known keys for an unknown one)."""
+    lines = str(getattr(exc, "msg", None) or exc).splitlines()
+    reason = lines[0].strip() if lines else type(exc).__name__
+    key = getattr(exc, "full_key", None) or ""
+    if not key:
+        found = _locate(OmegaConf.structured(SlamConfig), raw)
+        if found:
+            key, reason = found
+    known = ""
+    owner = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and owner is not None and dataclasses.is_dataclass(owner):
+        section = key.rsplit(".", 1)[0] if "." in key else ""
+        names = ", ".join(f.name for f in dataclasses.fields(owner))
+        known = f" (known keys{f' of {section}' if section else ''}: {names})"
+    return f"{key or '<top level>'}: {reason}{known}"
+
+
 def to_config(raw: Any) -> SlamConfig:
-    """Validate a mapping against :class:`SlamConfig` (types and keys) and return it."""
+    """Validate a mapping against :class:`SlamConfig` (types and keys) and return it.
+
+    A wrong type or an unknown key raises :class:`ConfigError` with one line naming the key,
+    e.g. ``bad config: corpus.skip_bad: Value 'maybe' is not a valid bool``.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping | DictConfig):
+        raise ConfigError(f"bad config: expected a mapping of sections, got {type(raw).__name__}")
     schema = OmegaConf.structured(SlamConfig)
     try:
         merged = OmegaConf.merge(schema, raw)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"bad config: {exc}") from None
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        raise ConfigError(f"bad config: {_explain(exc, raw)}") from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> SlamConfig:
@@ -231,9 +323,16 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    raw: DictConfig = OmegaConf.load(path)  # type: ignore[assignment]
-    if overrides:
-        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(overrides))  # type: ignore[assignment]
+    try:
+        raw: DictConfig = OmegaConf.load(path)  # type: ignore[assignment]
+        if overrides:
+            raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(overrides))  # type: ignore[assignment]
+    except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+        # a YAML error's own text spans lines (it quotes the offending one): keep its first
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not a readable config ({reason})") from None
     return to_config(raw)
 
 

@@ -2,15 +2,22 @@
 
 Both write ``<dir>/<set>.beam<N>.jsonl`` (``id``, ``ref``, ``hyp``) plus ``decode.json`` with
 timings, so the score stage treats every system alike.
+
+Decoding is resumable, a (set, beam) at a time: each finished hypothesis file is recorded in
+``progress.json`` with a key of the model and decoding settings and a digest of the set's
+cuts. A rerun keeps the files whose record still matches and decodes the rest. (Under DVC
+this needs ``persist: true`` on the output, or DVC deletes it before the rerun.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -19,8 +26,9 @@ from lhotse import CutSet
 from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from slam.cache import cache_dim, load_cached_cuts
-from slam.config import DecodeConfig, SlamConfig
+from slam.biasing import biasing_on, decode_instruction, prepare_decoding
+from slam.cache import cache_dim, cache_key, load_cached_cuts
+from slam.config import DecodeConfig, SlamConfig, as_dict
 from slam.data import AudioTextDataset, cut_text, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
@@ -30,6 +38,7 @@ from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_run
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
+PROGRESS = "progress.json"
 
 
 def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:
@@ -47,24 +56,86 @@ def read_hyps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def fingerprint(path: str | Path) -> str:
+    """A key of a model dir (or file) that changes when its files do: every file's relative
+    path and size, the whole content of small files, the first and last MiB of large ones
+    (hashing gigabytes of LLM weights on every rerun would cost more than it protects)."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    if not root.exists():  # a hub id: the name is all there is to go by
+        return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(root) if root.is_dir() else file.name}:{size}\n".encode())
+        with file.open("rb") as f:
+            if size <= 4 << 20:
+                digest.update(f.read())
+            else:
+                digest.update(f.read(1 << 20))
+                f.seek(-(1 << 20), 2)
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def decode_key(*parts: object) -> str:
+    """A key of everything that shapes the hypotheses (model fingerprints, settings)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def set_digest(cuts: CutSet) -> str:
+    """What a hypothesis file was decoded from: the ids, durations and references of a set."""
+    rows = [(c.id, round(c.duration, 4), cut_text(c)) for c in cuts]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def read_progress(out_dir: Path) -> dict[str, Any]:
+    try:
+        progress = json.loads((out_dir / PROGRESS).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"done": {}}
+    return progress if isinstance(progress, dict) and isinstance(progress.get("done"), dict) else {"done": {}}
+
+
 def decode_sets(
     sets: dict[str, CutSet],
     dcfg: DecodeConfig,
     transcribe: Callable[[CutSet, int], list[str]],
+    key: str | None = None,
 ) -> dict:
     """Run ``transcribe(batch, num_beams)`` over every set and beam width; write hypotheses.
 
     Under torchrun each rank decodes every world_size-th batch; rank 0 gathers the batches
     back into their original order and writes them, so no utterance is lost or doubled.
+
+    With a ``key`` (see :func:`decode_key`), a hypothesis file that an earlier run finished
+    with the same key and the same cuts is kept, not decoded again (see the module doc).
     """
     out_dir = Path(dcfg.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Every rank reads the record before rank 0 writes to it in this run (each set ends in a
+    # gather), so all ranks take the same decisions.
+    wanted = {f"{name}.beam{beams}" for name in sets for beams in dcfg.num_beams}
+    previous = read_progress(out_dir)["done"]
+    if is_main():
+        for label in set(previous) - wanted:  # decoded by an earlier run, no longer asked for
+            (out_dir / f"{label}.jsonl").unlink(missing_ok=True)
+    # what is on disk and valid: the earlier records still asked for, then this run's
+    done_files: dict[str, Any] = {k: v for k, v in previous.items() if k in wanted}
     timing = {}
     for name, cuts in sets.items():
         audio_seconds = sum(c.duration for c in cuts)
+        digest = set_digest(cuts)
         batches = list(batches_of(cuts, dcfg.batch_size))
         mine = list(range(rank(), len(batches), world_size()))
         for beams in dcfg.num_beams:
+            label = f"{name}.beam{beams}"
+            record = previous.get(label) or {}
+            if (key is not None and record.get("key") == key and record.get("set") == digest
+                    and (out_dir / f"{label}.jsonl").is_file()):
+                timing[label] = record["timing"]
+                log.info("%s beam %d: decoded by an earlier run with this model: kept", name, beams)
+                continue
             done, start = {}, time.monotonic()
             for index in tqdm(mine, desc=f"{name} beam{beams}", disable=not is_main()):
                 batch = batches[index]
@@ -75,12 +146,16 @@ def decode_sets(
             rows = [row for i in range(len(batches)) for row in gathered[i]]
             if not is_main():
                 continue
-            write_hyps(out_dir / f"{name}.beam{beams}.jsonl", rows)
-            timing[f"{name}.beam{beams}"] = {
+            write_hyps(out_dir / f"{label}.jsonl", rows)
+            timing[label] = {
                 "utterances": len(rows), "seconds": seconds, "rtf": seconds / max(audio_seconds, 1e-9)
             }
-            log.info("%s beam %d: %d utterances, RTF %.3f", name, beams, len(rows),
-                     timing[f"{name}.beam{beams}"]["rtf"])
+            if key is not None:  # the file is complete: record it, so a rerun keeps it
+                done_files[label] = {"key": key, "set": digest, "timing": timing[label]}
+                atomic_write_json(out_dir / PROGRESS, {"done": done_files})
+            log.info("%s beam %d: %d utterances, RTF %.3f", name, beams, len(rows), timing[label]["rtf"])
+    if is_main() and (key is not None or previous):
+        atomic_write_json(out_dir / PROGRESS, {"done": {k: v for k, v in done_files.items() if k in timing}})
     return timing
 
 
@@ -91,12 +166,13 @@ def decode_and_record(
     sets: dict[str, CutSet],
     dcfg: DecodeConfig,
     transcribe: Callable[[CutSet, int], list[str]],
+    key: str | None = None,
 ) -> dict:
     """Decode, then (rank 0) write timings and the MLflow run id beside the hypotheses."""
     if not is_main():
-        return decode_sets(sets, dcfg, transcribe)
+        return decode_sets(sets, dcfg, transcribe, key)
     with start_run(cfg, system, run_id=run_id) as run:
-        timing = decode_sets(sets, dcfg, transcribe)
+        timing = decode_sets(sets, dcfg, transcribe, key)
         atomic_write_json(Path(dcfg.dir) / "decode.json", timing)
         mlflow.log_metrics({f"rtf_{k}": v["rtf"] for k, v in timing.items()})
         atomic_write_json(Path(dcfg.dir) / RUN_FILE, {"mlflow_run_id": run.info.run_id})
@@ -117,6 +193,10 @@ def decode(cfg: SlamConfig) -> dict:
         sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.decode.sets}
     load_assets(model, assets).to(device).eval()
     dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
+    if biasing_on(cfg):  # every set once per biasing condition, each row with its own list
+        manifests = cfg.cache.dir if use_cache else cfg.corpus.dir
+        sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests)
+        dataset.instruction = decode_instruction(cfg.bias)
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
@@ -124,9 +204,18 @@ def decode(cfg: SlamConfig) -> dict:
         with autocast(cfg.runtime, device):
             return model.generate(batch["inputs"].to(device), batch["lengths"].to(device),
                                   encoded=use_cache, num_beams=beams,
-                                  max_new_tokens=cfg.decode.max_new_tokens)
+                                  max_new_tokens=cfg.decode.max_new_tokens,
+                                  instructions=batch.get("instructions"))
 
-    return decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe)
+    key = decode_key(
+        "llm", fingerprint(assets), fingerprint(cfg.llm.path),
+        cache_key(cfg) if use_cache else fingerprint(cfg.encoder.path),
+        as_dict(cfg)["encoder"], as_dict(cfg)["projector"], as_dict(cfg)["llm"], as_dict(cfg)["peft"],
+        cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
+        cfg.decode.batch_size, cfg.decode.max_new_tokens,
+        *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
+    )  # fmt: skip
+    return decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
 
 
 def decode_baseline(cfg: SlamConfig) -> dict:
@@ -140,11 +229,14 @@ def decode_baseline(cfg: SlamConfig) -> dict:
 
     @torch.no_grad()
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
-        audio = [np.asarray(c.resample(sample_rate).load_audio()[0]) for c in cuts]
+        # [channels, samples] -> mono: the average of the channels, as the encoders take it
+        audio = [np.asarray(c.resample(sample_rate).load_audio().mean(axis=0)) for c in cuts]
         feats = processor.feature_extractor(audio, sampling_rate=sample_rate, return_tensors="pt")
         ids = model.generate(feats.input_features.to(device), num_beams=beams,
                              max_new_tokens=cfg.baseline.max_new_tokens, **language)
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
     sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
-    return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe)
+    key = decode_key("whisper", fingerprint(cfg.encoder.path), cfg.baseline.batch_size,
+                     cfg.baseline.max_new_tokens)
+    return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe, key)

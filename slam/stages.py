@@ -11,11 +11,26 @@ from typing import Any
 from slam.config import ConfigError, SlamConfig, load_config
 from slam.registry import UnknownComponentError
 
-# Errors whose message already says what is wrong and where: no traceback for these.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, UnknownComponentError, FileNotFoundError)
+# Errors whose message already says what is wrong and where: no traceback for these. (OS
+# errors about a path name the path; other OSErrors may be bugs and keep their traceback.)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    UnknownComponentError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a log or CI summary shows the whole of it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -> Any:
+    """Load ``params``, run ``stage``; a user error prints one line naming it and exits 1."""
     logging.basicConfig(
         level=os.environ.get("SLAM_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,5 +44,5 @@ def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -
     try:
         return stage(load_config(params))
     except errors as exc:
-        print(f"error in stage {stage.__name__}: {exc}", file=sys.stderr)
+        print(f"error in stage {stage.__name__}: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -154,6 +154,7 @@ def test_prepare_corpus_tiny_synthesis(tmp_path: Path) -> None:
     cfg.corpus.test_fraction = 1 / 6
     cfg.corpus.engines = ["espeak"]
     cfg.corpus.real_sets = []
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # prepare logs its counts to MLflow
     sets = prepare_corpus(cfg)
     assert {k: len(v) for k, v in sets.items()} == {"train": 4, "dev": 1, "test": 1}
     stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
@@ -301,6 +302,7 @@ def test_recordings_supervisions_pair_and_prepare(tmp_path: Path, broken_wavs: d
     cfg.corpus.num_utterances = 0  # no synthesis: only the user's sets
     cfg.corpus.real_sets = []
     cfg.corpus.user_manifests = {"mine": f"{sup_path},{rec_path}"}
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # prepare logs its counts to MLflow
     sets = prepare_corpus(cfg)
     assert list(sets) == ["mine"] and sets["mine"][0].supervisions[0].text == "a pair"
     stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())

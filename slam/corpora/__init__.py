@@ -8,10 +8,12 @@
   ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
   ``dev`` or ``test`` replaces that synthetic set);
 * ``stats.json``: per set cuts, hours, distinct sentences and speakers, skipped counts; and
-  the synthesis throughput.
+  the synthesis throughput. The same counts go to an MLflow run of their own (system
+  ``prepare``, metrics ``<set>.cuts``, ``<set>.skipped``, ``<set>.skipped.<reason>``, ...),
+  whose id ``stats.json`` records.
 
-Every cut is 16 kHz mono (other rates are resampled lazily by Lhotse on load) and has one
-supervision with ``text`` and ``speaker``.
+Every cut is at ``corpus.sample_rate`` (other rates are resampled lazily by Lhotse on load),
+mono or downmixed to mono on load, and has one supervision with ``text`` and ``speaker``.
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from lhotse import CutSet
 
-from slam.config import SlamConfig
+from slam.config import ConfigError, SlamConfig
 from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
 from slam.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.corpora.base import CORPORA, CorpusBuild
 from slam.corpora.text import SPLITS
 from slam.corpora.tts import synthesize_corpus
 from slam.corpora.validate import BadInputError, validate_cuts
+from slam.tracking import start_run
 
 log = logging.getLogger(__name__)
+SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 __all__ = ["CORPORA", "BadInputError", "CorpusBuild", "cut_stats", "prepare_corpus", "write_manifest"]
 
@@ -77,11 +83,9 @@ def cut_stats(cuts: CutSet) -> dict[str, Any]:
 def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
     """Build every set the config asks for, write manifests and ``stats.json``; return the sets."""
     c = cfg.corpus
+    check_set_names(cfg)
     out = Path(c.dir)
     out.mkdir(parents=True, exist_ok=True)
-    clash = [name for name in c.real_sets if name in SPLITS or name in c.user_manifests]
-    if clash:
-        raise ValueError(f"corpus.real_sets {clash} clash with the synthetic or user set names")
     sets: dict[str, CutSet] = {}
     set_stats: dict[str, dict[str, Any]] = {}
     stats: dict[str, Any] = {"sample_rate": c.sample_rate, "sets": set_stats}
@@ -110,5 +114,34 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
             "%s: %d cuts, %.2f h, %d sentences, %d speakers, skipped %s",
             name, s["cuts"], s["hours"], s["sentences"], s["speakers"], s.get("skipped") or "none",
         )  # fmt: skip
+    with start_run(cfg, "prepare") as run:
+        stats["mlflow_run_id"] = run.info.run_id
+        mlflow.log_metrics(prepare_metrics(stats))
+        mlflow.log_dict(stats, "stats.json")
     _write_json(stats, out / "stats.json")
     return sets
+
+
+def check_set_names(cfg: SlamConfig) -> None:
+    """Set names become file names: plain ones only, and no set named twice."""
+    c = cfg.corpus
+    for name in [*c.real_sets, *c.user_manifests]:
+        if not SET_NAME.fullmatch(str(name)):
+            raise ConfigError(f"corpus set name {name!r}: use letters, digits, '_', '-' and '.' only")
+    clash = [name for name in c.real_sets if name in SPLITS or name in c.user_manifests]
+    if clash:
+        raise ConfigError(f"corpus.real_sets {clash} clash with the synthetic or user set names")
+
+
+def prepare_metrics(stats: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics of ``stats.json``: size, resampled/downmixed and skips of every set."""
+    metrics: dict[str, float] = {}
+    for name, s in stats["sets"].items():
+        for key in ("cuts", "hours", "checked", "resampled", "downmixed", "one_channel"):
+            if key in s:
+                metrics[f"{name}.{key}"] = float(s[key])
+        skipped = s.get("skipped") or {}
+        metrics[f"{name}.skipped"] = float(sum(skipped.values()))
+        for reason, count in skipped.items():
+            metrics[f"{name}.skipped.{reason}"] = float(count)
+    return metrics

@@ -9,7 +9,10 @@
   then against the jsonl's directory.
 
 Everything goes through :func:`slam.corpora.validate.validate_cuts`, so a broken entry
-raises :class:`BadInputError` naming the file and line (or is skipped and counted).
+raises :class:`BadInputError` naming the file and line (or is skipped and counted). jsonl
+manifests (both forms) are read line by line, so that a line that is not UTF-8, not JSON or
+not a manifest entry is named too, and with ``skip_bad`` costs that line only; a gzip file cut
+short keeps the lines before the cut.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lhotse import CutSet, MonoCut, Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
+from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
+from lhotse.cut import Cut
+from lhotse.serialization import deserialize_item
+from lhotse.utils import fastcopy
 from tqdm import tqdm
 
 from slam.config import CorpusConfig
@@ -31,8 +39,55 @@ from slam.corpora.validate import BadInputError, short_error, validate_cuts
 log = logging.getLogger(__name__)
 
 
-def _open_text(path: Path) -> Any:
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+def _open_bytes(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+class _Reader:
+    """Reads one manifest line by line; collects skips (``skip_bad``) and cut origins."""
+
+    def __init__(self, path: Path, skip_bad: bool) -> None:
+        self.path, self.skip_bad = path, skip_bad
+        self.skipped: Counter[str] = Counter()
+        self.origins: dict[str, str] = {}
+
+    def bad(self, reason: str, message: str) -> None:
+        if not self.skip_bad:
+            raise BadInputError(message + "; set corpus.skip_bad=true to skip such lines")
+        log.warning("skipping: %s", message)
+        self.skipped[reason] += 1
+
+    def lines(self) -> Iterator[tuple[str, str]]:
+        """``(file:line, text)`` of each non-blank line that decodes as UTF-8."""
+        number = 0
+        try:
+            with _open_bytes(self.path) as f:
+                for number, raw in enumerate(f, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        self.bad("bad_line", f"{self.path}:{number}: not UTF-8 text ({exc.reason} at byte "
+                                 f"{exc.start})")  # fmt: skip
+                        continue
+                    if line.strip():
+                        yield f"{self.path}:{number}", line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a gzip file cut short or corrupt
+            self.bad("bad_line", f"{self.path}:{number + 1}: compressed file is cut short or corrupt ({exc})")
+        except OSError as exc:
+            raise BadInputError(f"{self.path}: cannot read ({exc.strerror or exc})") from None
+
+    def records(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(file:line, object)`` of each line that is a JSON object."""
+        for where, line in self.lines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                self.bad("bad_line", f"{where}: invalid JSON ({exc})")
+                continue
+            if not isinstance(record, dict):
+                self.bad("bad_line", f"{where}: expected a JSON object, got {type(record).__name__}")
+                continue
+            yield where, record
 
 
 def is_slam_jsonl(path: Path) -> bool:
@@ -40,12 +95,14 @@ def is_slam_jsonl(path: Path) -> bool:
     if path.is_dir() or not path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
         return False
     try:
-        with _open_text(path) as f:
-            for line in f:
+        with _open_bytes(path) as f:
+            for raw in f:
+                # undecodable bytes elsewhere in the line must not hide the form of the file
+                line = raw.decode("utf-8", errors="replace")
                 if line.strip():
                     record = json.loads(line)
                     return isinstance(record, dict) and "source" in record and "target" in record
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, EOFError, zlib.error, json.JSONDecodeError):
         return False
     return False
 
@@ -60,73 +117,93 @@ def _resolve_audio(source: str, manifest: Path) -> Path:
 
 def read_slam_jsonl(path: Path, skip_bad: bool = False) -> tuple[CutSet, dict[str, int], dict[str, str]]:
     """Cuts from SLAM-LLM jsonl; also skip counts and each cut's ``file:line`` for messages."""
+    reader = _Reader(path, skip_bad)
     cuts = []
-    skipped: Counter[str] = Counter()
-    origins: dict[str, str] = {}
-
-    def bad(reason: str, message: str) -> None:
-        if not skip_bad:
-            raise BadInputError(message + "; set corpus.skip_bad=true to skip such lines")
-        log.warning("skipping: %s", message)
-        skipped[reason] += 1
-
-    with _open_text(path) as f:
-        lines = f.readlines()
-    for number, line in enumerate(tqdm(lines, desc=f"import {path.name}", unit="line", leave=False), 1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad("bad_line", f"{where}: invalid JSON ({exc})")
-            continue
-        if not isinstance(record, dict) or not record.get("source"):
-            bad("bad_line", f"{where}: no 'source' audio path")
+    for where, record in tqdm(reader.records(), desc=f"import {path.name}", unit="line", leave=False):
+        if not record.get("source"):
+            reader.bad("bad_line", f"{where}: no 'source' audio path")
             continue
         audio = _resolve_audio(str(record["source"]), path)
         target = record.get("target")
         if not isinstance(target, str) or not target.strip():
-            bad("no_text", f"{audio}: transcript ('target') is missing or blank ({where})")
+            what = "is missing or blank" if target is None or isinstance(target, str) else "is not a string"
+            reader.bad("no_text", f"{audio}: transcript ('target') {what} ({where})")
             continue
-        key = str(record.get("key") or f"{path.stem}-{number}")
-        if key in origins:
-            raise BadInputError(f"duplicate key {key!r} at {where} (first at {origins[key]})")
+        key = str(record.get("key") or f"{path.stem}-{where.rsplit(':', 1)[1]}")
+        if key in reader.origins:
+            # even with skip_bad: which of the two is right is not ours to guess
+            raise BadInputError(f"duplicate key {key!r} at {where} (first at {reader.origins[key]})")
         if not audio.is_file():
-            bad("missing_audio", f"{audio}: audio file does not exist (key {key}, {where})")
+            reader.bad("missing_audio", f"{audio}: audio file does not exist (key {key}, {where})")
             continue
         try:
             recording = Recording.from_file(audio, recording_id=key)
         except Exception as exc:  # lhotse tries every backend; any failure means unreadable
-            bad("bad_audio", f"{audio}: cannot read audio: {short_error(exc)} (key {key}, {where})")
+            reader.bad("bad_audio", f"{audio}: cannot read audio: {short_error(exc)} (key {key}, {where})")
             continue
-        origins[key] = where
+        reader.origins[key] = where
+        # every channel: the transcript is the whole file's (validation downmixes on load)
+        cut = recording.to_cut()
+        channel = cut.channel
         supervision = SupervisionSegment(
-            id=key, recording_id=key, start=0.0, duration=recording.duration, channel=0,
+            id=key, recording_id=key, start=0.0, duration=recording.duration, channel=channel,
             text=target.strip(), speaker=record.get("speaker"), language=record.get("language"),
         )  # fmt: skip
-        cuts.append(
-            MonoCut(
-                id=key,
-                start=0.0,
-                duration=recording.duration,
-                channel=0,
-                recording=recording,
-                supervisions=[supervision],
-            )
-        )
-    return CutSet.from_cuts(cuts), dict(skipped), origins
+        cuts.append(fastcopy(cut, supervisions=[supervision]))
+    return CutSet.from_cuts(cuts), dict(reader.skipped), reader.origins
 
 
-def _load(path: Path) -> Any:
+def read_lhotse_jsonl(path: Path, skip_bad: bool = False) -> tuple[list[Any], dict[str, int], dict[str, str]]:
+    """The items of a Lhotse jsonl manifest (cuts, recordings or supervisions, one kind);
+    also skip counts and each item's ``file:line``."""
+    reader = _Reader(path, skip_bad)
+    items: list[Any] = []
+    kind: type | None = None
+    for where, record in reader.records():
+        try:
+            item = deserialize_item(record)
+        except Exception as exc:  # from_dict raises whatever a missing or odd field causes
+            reader.bad("bad_line", f"{where}: not a Lhotse manifest entry ({type(exc).__name__}: "
+                       f"{short_error(exc)})")  # fmt: skip
+            continue
+        item_kind = next((k for k in (Cut, Recording, SupervisionSegment) if isinstance(item, k)), type(item))
+        if kind is None:
+            kind = item_kind
+        elif item_kind is not kind:
+            reader.bad("bad_line", f"{where}: a {item_kind.__name__} among {kind.__name__} entries")
+            continue
+        if item.id in reader.origins:  # even with skip_bad, as in SLAM jsonl
+            raise BadInputError(f"duplicate id {item.id!r} at {where} (first at {reader.origins[item.id]})")
+        reader.origins[item.id] = where
+        items.append(item)
+    return items, dict(reader.skipped), reader.origins
+
+
+def _load(path: Path, skip_bad: bool, skipped: Counter[str], origins: dict[str, str]) -> Any:
+    """A Lhotse manifest: jsonl line by line (see :func:`read_lhotse_jsonl`), else as Lhotse
+    reads it (``.json``, ``.yaml``, ...)."""
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        items, line_skips, item_origins = read_lhotse_jsonl(path, skip_bad)
+        skipped.update(line_skips)
+        origins.update(item_origins)
+        if not items:
+            raise BadInputError(f"{path}: no manifest entries")
+        if isinstance(items[0], Cut):
+            return CutSet.from_cuts(items)
+        if isinstance(items[0], Recording):
+            return RecordingSet.from_recordings(items)
+        if isinstance(items[0], SupervisionSegment):
+            return SupervisionSet.from_segments(items)
+        raise BadInputError(f"{path}: holds {type(items[0]).__name__} entries, not cuts or recordings")
     try:
         return load_manifest(path)
     except Exception as exc:
-        raise BadInputError(f"{path}: not a readable Lhotse manifest ({type(exc).__name__}: {exc})") from None
+        raise BadInputError(f"{path}: not a readable Lhotse manifest ({type(exc).__name__}: "
+                            f"{short_error(exc)})") from None  # fmt: skip
 
 
-def _pair(paths: list[Path]) -> CutSet:
-    manifests = [_load(p) for p in paths]
+def _pair(paths: list[Path], skip_bad: bool, skipped: Counter[str], origins: dict[str, str]) -> CutSet:
+    manifests = [_load(p, skip_bad, skipped, origins) for p in paths]
     recordings = [m for m in manifests if isinstance(m, RecordingSet)]
     supervisions = [m for m in manifests if isinstance(m, SupervisionSet)]
     if len(recordings) != 1 or len(supervisions) != 1:
@@ -151,13 +228,18 @@ def _one_supervision_per_cut(cuts: CutSet) -> CutSet:
 
 
 def read_user_corpus(spec: str, skip_bad: bool = False) -> tuple[CutSet, dict[str, int], dict[str, str]]:
-    """Cuts from any accepted form (see the module doc), before validation."""
+    """Cuts from any accepted form (see the module doc), before validation; also what the
+    import skipped and where each cut came from (``file:line``)."""
     parts = [Path(p.strip()) for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise BadInputError(f"user manifest {spec!r} names no file")
     for part in parts:
         if not part.exists():
             raise BadInputError(f"user manifest {part} does not exist")
+    skipped: Counter[str] = Counter()
+    origins: dict[str, str] = {}
     if len(parts) > 1:
-        return _one_supervision_per_cut(_pair(parts)), {}, {}
+        return _one_supervision_per_cut(_pair(parts, skip_bad, skipped, origins)), dict(skipped), origins
     path = parts[0]
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.name.endswith((".jsonl.gz", ".jsonl", ".json")))
@@ -165,16 +247,17 @@ def read_user_corpus(spec: str, skip_bad: bool = False) -> tuple[CutSet, dict[st
         sups = [p for p in found if "supervisions" in p.name]
         if len(recs) != 1 or len(sups) != 1:
             raise BadInputError(f"{path}: need exactly one *recordings* and one *supervisions* manifest")
-        return _one_supervision_per_cut(_pair([recs[0], sups[0]])), {}, {}
+        cuts = _pair([recs[0], sups[0]], skip_bad, skipped, origins)
+        return _one_supervision_per_cut(cuts), dict(skipped), origins
     if is_slam_jsonl(path):
         return read_slam_jsonl(path, skip_bad)
-    manifest = _load(path)
+    manifest = _load(path, skip_bad, skipped, origins)
     if not isinstance(manifest, CutSet):
         raise BadInputError(
             f"{path} is a {type(manifest).__name__}; give a CutSet, "
             "a 'recordings,supervisions' pair or SLAM-LLM jsonl"
         )
-    return _one_supervision_per_cut(manifest), {}, {}
+    return _one_supervision_per_cut(manifest), dict(skipped), origins
 
 
 def load_user_corpus(spec: str, sample_rate: int, skip_bad: bool = False) -> tuple[CutSet, dict[str, Any]]:
