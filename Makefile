@@ -23,3 +23,25 @@ ui: setup
 
 lint: setup
 	ruff check .
+
+# The paper's tables from the MLflow runs (specs: params/tables.yaml) into tables/.
+.PHONY: tables grid grid-start
+tables: setup
+	python -m slam.cli tables --tracking-uri "$(MLFLOW_URI)"
+
+# The Table I grid (2 Whisper encoders x 3 LLMs = 6 runs), queued as DVC experiments, not run;
+# `make grid-start` runs the queue. zoo/prepare/cache/baseline come from DVC's run-cache
+# wherever their deps and params match. Extra overrides for every run: GRID_ARGS="-S k=v".
+GRID_ENCODERS ?= whisper_tiny_en whisper_base
+GRID_LLMS ?= smollm2_135m_instruct gemma3_270m qwen2_5_coder_0_5b_instruct
+GRID_ARGS ?=
+grid: setup
+	for e in $(GRID_ENCODERS); do for l in $(GRID_LLMS); do \
+	  dvc exp run --queue -S encoder=$$e -S llm=$$l $(GRID_ARGS) || exit 1; \
+	done; done
+	dvc queue status
+
+# Queued runs work in temporary copies of the repo: point them at this repo's store (a SQLite
+# store keeps its artifacts beside it, so they land in this repo's mlartifacts/ too).
+grid-start: setup
+	MLFLOW_TRACKING_URI="$(MLFLOW_URI)" dvc queue start

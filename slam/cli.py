@@ -2,6 +2,7 @@
 
     slam transcribe <assets dir | MLflow run id> audio.wav dir/ cuts.jsonl.gz --out hyps.jsonl
     slam export <assets dir | MLflow run id> exported/    # LoRA merged, standalone
+    slam tables [names...] [--out tables] [--where tag.profile=micro]   # params/tables.yaml
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ def _export(args: argparse.Namespace) -> None:
     print(export_merged(args.model, args.out))
 
 
+def _tables(args: argparse.Namespace) -> None:
+    from slam.tables import make_tables
+
+    tables = make_tables(specs_path=args.specs, out_dir=args.out, tracking_uri=args.tracking_uri,
+                         experiment=args.experiment, names=args.names, where=args.where,
+                         ui_url=args.ui_url, png=not args.no_png)
+    for name, table in tables.items():
+        cells = [c for row in table.cells for c in row]
+        filled = sum(c.run is not None for c in cells)
+        print(f"{args.out}/{name}.md: {filled} of {len(cells)} cells from runs, "
+              f"{len(cells) - filled} missing")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="slam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +61,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("model", help="trained assets dir or MLflow run id")
     p.add_argument("out", help="output dir")
     p.set_defaults(run=_export)
+    p = commands.add_parser("tables", help="rebuild the paper's tables from the MLflow runs")
+    p.add_argument("names", nargs="*", help="tables to build (default: every table in the specs)")
+    p.add_argument("--specs", default="params/tables.yaml", help="table specs (YAML)")
+    p.add_argument("--out", default="tables", help="output dir for <name>.md, .csv, .png")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the repo)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: slam)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra filter for every table, e.g. tag.profile=micro (repeatable)")
+    p.add_argument("--ui-url", default=None, help="MLflow UI the cells link to (default: the server, "
+                   "else http://127.0.0.1:5000 as `make ui` serves it)")
+    p.add_argument("--no-png", action="store_true", help="skip the heatmaps")
+    p.set_defaults(run=_tables)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

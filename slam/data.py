@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,20 @@ class AudioTextDataset(torch.utils.data.Dataset):
 
     With ``encoder`` unset the cuts carry cached encoder outputs; otherwise the encoder's
     input features are extracted from the audio here and the encoder runs in the step.
+    ``instruction(cut, epoch)``, when given, makes each row's own instruction (a prompt with
+    the cut's biasing list); batches then carry ``instructions``.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, encoder: AudioEncoder | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder: AudioEncoder | None = None,
+        instruction: Callable[[Any, int], str] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
+        self.instruction = instruction
+        self.epoch = 0  # set by the training loop: random training lists change every epoch
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)
@@ -39,7 +49,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         inputs, lengths = pad_features(feats)
         texts = [cut_text(c) for c in cuts]
         targets = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-        return {
+        batch = {
             "ids": [c.id for c in cuts],
             "inputs": inputs,
             "lengths": lengths,
@@ -47,6 +57,9 @@ class AudioTextDataset(torch.utils.data.Dataset):
             "targets": targets,
             "duration": sum(c.duration for c in cuts),
         }
+        if self.instruction is not None:
+            batch["instructions"] = [self.instruction(c, self.epoch) for c in cuts]
+        return batch
 
 
 def manifest_path(directory: str | Path, name: str) -> Path:

@@ -8,7 +8,9 @@ audio. Labels cover only the answer tokens (and the end-of-turn token that stops
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
+from slam.biasing import biasing_on, format_prompt
 from slam.config import SlamConfig
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
@@ -66,6 +69,7 @@ class SpeechLLM(nn.Module):
         tokenizer: PreTrainedTokenizerBase,
         prompt: Prompt,
         encoder: AudioEncoder | None = None,
+        prompt_builder: Callable[[str], Prompt] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -73,6 +77,8 @@ class SpeechLLM(nn.Module):
         self.llm = llm
         self.tokenizer = tokenizer
         self.prompt = prompt
+        # instruction -> Prompt in the same template, for rows with their own instruction
+        self.prompt_builder = prompt_builder
         self.ctc_blank: nn.Parameter | None = None
 
     def enable_ctc(self) -> None:
@@ -138,17 +144,29 @@ class SpeechLLM(nn.Module):
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype
 
+    def row_prompts(self, instructions: list[str] | None, rows: int) -> list[Prompt] | None:
+        """Each row's prompt when rows carry their own instruction (e.g. a biasing list)."""
+        if instructions is None:
+            return None
+        if self.prompt_builder is None:
+            raise RuntimeError("per-row instructions need a model built with a prompt_builder")
+        if len(instructions) != rows:
+            raise ValueError(f"{len(instructions)} instructions for {rows} rows")
+        return [self.prompt_builder(text) for text in instructions]
+
     def assemble(
         self,
         audio: torch.Tensor,
         audio_lengths: torch.Tensor,
         targets: list[list[int]] | None = None,
         left_pad: bool = False,
+        prompts: list[Prompt] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Build ``inputs_embeds``, ``attention_mask`` and ``labels`` for a batch.
 
         Each row is prefix + its own audio positions + suffix (+ answer + eos when training);
-        rows are padded on the right for training and on the left for generation.
+        rows are padded on the right for training and on the left for generation. ``prompts``
+        gives each row its own prefix and suffix; without it every row has ``self.prompt``.
         """
         embed = self.llm.get_input_embeddings()
         device = audio.device
@@ -157,6 +175,9 @@ class SpeechLLM(nn.Module):
         suffix = embed(ids(self.prompt.suffix_ids))
         rows, labels = [], []
         for i in range(audio.shape[0]):
+            if prompts is not None:
+                prefix = embed(ids(prompts[i].prefix_ids))
+                suffix = embed(ids(prompts[i].suffix_ids))
             parts = [prefix, audio[i, : audio_lengths[i]].to(prefix.dtype), suffix]
             label = [IGNORE_INDEX] * sum(p.shape[0] for p in parts)
             if targets is not None:
@@ -181,10 +202,15 @@ class SpeechLLM(nn.Module):
         lengths: torch.Tensor,
         targets: list[list[int]],
         encoded: bool = True,
+        instructions: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Mean cross-entropy over answer tokens, with token accuracy counts."""
+        """Mean cross-entropy over answer tokens, with token accuracy counts.
+
+        ``instructions`` (one per row) replace the fixed instruction in the prompt template.
+        """
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
-        embeds, mask, labels = self.assemble(audio, audio_lengths, targets)
+        prompts = self.row_prompts(instructions, audio.shape[0])
+        embeds, mask, labels = self.assemble(audio, audio_lengths, targets, prompts=prompts)
         base = self.base_llm
         hidden = self.decoder_hidden(embeds, mask)
         # Logits only where a label exists: the vocabulary projection over every prompt and
@@ -212,9 +238,11 @@ class SpeechLLM(nn.Module):
         encoded: bool = True,
         num_beams: int = 1,
         max_new_tokens: int = 64,
+        instructions: list[str] | None = None,
     ) -> list[str]:
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
-        embeds, mask, _ = self.assemble(audio, audio_lengths, left_pad=True)
+        prompts = self.row_prompts(instructions, audio.shape[0])
+        embeds, mask, _ = self.assemble(audio, audio_lengths, left_pad=True, prompts=prompts)
         llm, extra = self.llm, {}
         if n := self.prefix_length:
             # peft's own generate cannot take inputs_embeds with prompt learning: hand the base
@@ -241,6 +269,12 @@ class SpeechLLM(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
 
+def default_instruction(cfg: SlamConfig) -> str:
+    """The fixed prompt: ``train.prompt``, or for recipe asr_bias the biasing prompt with an
+    empty list, so that a row without a list of its own reads what "no bias" trained on."""
+    return format_prompt(cfg.bias, []) if biasing_on(cfg) else cfg.train.prompt
+
+
 def build_speech_llm(
     cfg: SlamConfig, encoder_dim: int | None = None, with_encoder: bool = False
 ) -> SpeechLLM:
@@ -259,10 +293,11 @@ def build_speech_llm(
     llm_dim = loaded.model.get_input_embeddings().embedding_dim
     projector = build_projector(cfg.projector, encoder_dim, llm_dim)
     llm = apply_llm_tuning(loaded.model, cfg.peft)
-    prompt = build_prompt(
-        loaded.tokenizer, cfg.train.prompt, loaded.use_chat_template, cfg.train.system_prompt
-    )
-    model = SpeechLLM(projector, llm, loaded.tokenizer, prompt, encoder)
+    builder = partial(
+        build_prompt, loaded.tokenizer,
+        use_chat_template=loaded.use_chat_template, system_prompt=cfg.train.system_prompt,
+    )  # fmt: skip
+    model = SpeechLLM(projector, llm, loaded.tokenizer, builder(default_instruction(cfg)), encoder, builder)
     if cfg.train.ctc_weight > 0:
         model.enable_ctc()
     return model

@@ -11,8 +11,9 @@ import mlflow
 from slam.config import SlamConfig
 from slam.decode import RUN_FILE, read_hyps
 from slam.metrics import score_wer
+from slam.metrics.reports import run_reports
 from slam.plots import learning_curve, wer_bars
-from slam.tracking import start_run
+from slam.tracking import log_dvc_lock, start_run
 from slam.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,11 @@ def score(cfg: SlamConfig) -> dict:
                     mlflow.log_metric(f"wer_{name.replace('.', '_')}", summary["wer"])
                 mlflow.log_artifacts(str(errors_root / system), "errors")
                 mlflow.log_artifacts(str(directory), "hyps")
+                log_dvc_lock()  # by now dvc.lock pins every stage this system came from
     atomic_write_json(metrics_dir / "wer.json", metrics)
     train_file = metrics_dir / "train.json"
     train = json.loads(train_file.read_text()) if train_file.exists() else None
-    table = results_table(metrics, train)
+    table = results_table(metrics, train) + run_reports(cfg, metrics_dir)  # score.reports: extra sections
     atomic_write_text(metrics_dir / "results.md", table)
     figures = [wer_bars(metrics, metrics_dir / "wer.png"),
                learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]

@@ -1,19 +1,30 @@
 """MLflow tracking: one run per trained system; later stages log into the same run.
 
 The store defaults to ``sqlite:///mlflow.db`` in the repository (artifacts in
-``mlartifacts/``); ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point at a server instead.
+``mlartifacts/`` beside it); ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point elsewhere.
+Besides config, tags and metrics, the score stage attaches the repository's ``dvc.lock``, so a
+run names the exact code, data and params of every stage it came from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
 
 from slam.config import SlamConfig, as_dict
+
+log = logging.getLogger(__name__)
+# artifact names of the DVC lock a run carries (see log_dvc_lock)
+DVC_LOCK_ARTIFACT = "dvc.lock"
+DVC_STAGES_ARTIFACT = "dvc_stages.json"
 
 
 def repo_root() -> Path:
@@ -48,10 +59,17 @@ def setup_tracking(cfg: SlamConfig) -> str:
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    artifacts = None
-    if tracking_uri(cfg).startswith("sqlite:"):
-        artifacts = (repo_root() / "mlartifacts").as_uri()
-    return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+    return mlflow.create_experiment(cfg.tracking.experiment,
+                                    artifact_location=artifact_location(tracking_uri(cfg)))
+
+
+def artifact_location(uri: str) -> str | None:
+    """A SQLite store keeps its artifacts beside it in ``mlartifacts/`` (the repo's for the
+    default store; a test's own for a store in a temp dir); a server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.resolve().parent / "mlartifacts").as_uri()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -89,3 +107,58 @@ def start_run(cfg: SlamConfig, system: str, run_id: str | None = None) -> mlflow
     mlflow.log_params(params)
     mlflow.log_dict(as_dict(cfg), "config.json")
     return run
+
+
+def dvc_root() -> Path:
+    """The DVC repository a stage runs in: DVC exports ``DVC_ROOT`` to stage commands."""
+    return Path(os.environ["DVC_ROOT"]) if os.environ.get("DVC_ROOT") else repo_root()
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def dvc_stage_hashes(lock: dict[str, Any], skip: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per stage of a parsed dvc.lock: a digest of its whole entry and the hash of each dep/out.
+
+    ``skip`` is the stage running now: its entry is still the previous run's.
+    """
+    stages: dict[str, dict[str, Any]] = {}
+    for name, entry in (lock.get("stages") or {}).items():
+        if name == skip or not isinstance(entry, dict):
+            continue
+
+        def hashes(items: list[dict[str, Any]] | None) -> dict[str, str | None]:
+            # "hash" names the field holding it (md5 locally; etag etc. on remotes)
+            return {i["path"]: i.get(i.get("hash", "md5")) for i in items or [] if "path" in i}
+
+        stages[name] = {
+            "entry_md5": _md5(json.dumps(entry, sort_keys=True, default=str).encode()),
+            "deps": hashes(entry.get("deps")),
+            "outs": hashes(entry.get("outs")),
+        }
+    return stages
+
+
+def log_dvc_lock(root: Path | None = None) -> bool:
+    """Attach the repository's dvc.lock to the active run: the file, and its stage hashes.
+
+    A dict artifact and a tag rather than params: params are immutable in MLflow, and a run is
+    resumed by later stages that may see a newer lock. No lock (tests, a plain checkout) or an
+    unreadable one is not an error: the run is still valid, only less pinned. Returns whether
+    a lock was logged.
+    """
+    path = (root or dvc_root()) / "dvc.lock"
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    try:
+        lock = yaml.safe_load(data) or {}
+        stages = dvc_stage_hashes(lock if isinstance(lock, dict) else {}, os.environ.get("DVC_STAGE"))
+    except yaml.YAMLError as exc:
+        log.warning("%s is not valid YAML (%s): logging it without stage hashes", path, exc)
+        stages = {}
+    mlflow.log_artifact(str(path))  # lands as "dvc.lock" at the artifact root
+    mlflow.log_dict(stages, DVC_STAGES_ARTIFACT)
+    mlflow.set_tag("dvc_lock_md5", _md5(data))
+    return True

@@ -33,8 +33,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
 from slam.cache import cache_dim, load_cached_cuts
 from slam.config import SlamConfig, as_dict
+from slam.ctc_filter import save_ctc_head, train_ctc_head
 from slam.data import AudioTextDataset, load_cuts
 from slam.distributed import (
     barrier,
@@ -71,6 +73,8 @@ def run_key(cfg: SlamConfig) -> str:
         "train": train,
         "corpus": dataclasses.asdict(cfg.corpus),
     }
+    if biasing_on(cfg):  # the lists shape every prompt; the default recipe's key is unchanged
+        payload["bias"] = {k: getattr(cfg.bias, k) for k in TRAINING_KEYS}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -128,6 +132,7 @@ class Batches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
             self.sampler.set_epoch(self.epoch)
+            self.dataset.epoch = self.epoch  # training biasing lists are drawn anew each epoch
             for i, cuts in enumerate(self.sampler):
                 if i < self.in_epoch:  # resume: skip batches already seen this epoch
                     continue
@@ -194,7 +199,7 @@ def evaluate(model, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> 
         batch = dataset[batches[index if counted else 0]]
         with autocast(cfg.runtime, device):
             out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                        encoded=dataset.encoder is None)
+                        encoded=dataset.encoder is None, instructions=batch.get("instructions"))
         if counted:
             loss_sum += out["loss"].item() * out["tokens"].item()
             correct += out["correct"].item()
@@ -236,7 +241,11 @@ def train(cfg: SlamConfig) -> dict:
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
+    # recipe asr_bias: every row's prompt carries its own biasing list (slam.biasing)
+    lists = training_lists(train_cuts, cfg.bias) if biasing_on(cfg) else None
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, lists)
+    # dev rows keep the lists of epoch 0, so that dev losses stay comparable along the run
+    dev_dataset = dataset if lists is None else AudioTextDataset(model.tokenizer, dataset.encoder, lists)
     dev_batches = list(
         DynamicBucketingSampler(
             dev_cuts.subset(first=min(cfg.train.dev_max_cuts, len(dev_cuts))),
@@ -266,14 +275,20 @@ def train(cfg: SlamConfig) -> dict:
             state["mlflow_run_id"] = run.info.run_id
             if ckpt is None:  # a resumed run logged it already
                 mlflow.log_param("trainable_params", n_trainable)
-        state = _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches,
+        state = _loop(cfg, net, model, optimizer, scheduler, batches, dev_dataset, dev_batches,
                       device, ckpt_dir, state)
-        final_dev = evaluate(net, dev_batches, dataset, cfg, device)
+        final_dev = evaluate(net, dev_batches, dev_dataset, cfg, device)
         summary = {"steps": state["step"], "samples": state["samples"],
                    "train_minutes": state["elapsed"] / 60, "trainable_params": n_trainable,
                    "world_size": world_size(),
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
+        ctc_head = None
+        if lists is not None and is_main():  # the hotword filter's CTC head: ~2 min on one process
+            ctc_head, summary["ctc_head_loss"] = train_ctc_head(
+                train_cuts, AudioTextDataset(model.tokenizer, dataset.encoder),
+                cache_dim(cfg) if use_cache else model.encoder.dim, cfg.bias, device, cfg.train.seed,
+            )  # fmt: skip
         weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP
         if is_main():
             mlflow.log_metrics(final_dev, step=state["step"])
@@ -289,6 +304,8 @@ def train(cfg: SlamConfig) -> dict:
                 to_save.load_state_dict(weights, strict=False)
             with atomic_dir(out_dir / MODEL) as tmp:
                 save_assets(to_save, tmp, info)
+                if ctc_head is not None:
+                    save_ctc_head(ctc_head, tmp)
             mlflow.log_artifacts(str(out_dir / MODEL), "model")
             write_curve(metrics_dir / "train_curve.csv", state["curve"])
             write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])
@@ -309,7 +326,7 @@ def _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, 
             break
         with autocast(cfg.runtime, device):
             out = net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                      encoded=dataset.encoder is None)
+                      encoded=dataset.encoder is None, instructions=batch.get("instructions"))
         objective = out["loss"]
         if "ctc_loss" in out:
             objective = objective + tc.ctc_weight * out["ctc_loss"]

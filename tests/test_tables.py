@@ -1,0 +1,242 @@
+"""`slam tables` over a real grid of tiny-model runs; dvc.lock tracking; reproducibility.
+
+The grid runs the library's stage functions (cache, train, decode, baseline, score) as the
+pipeline does, three times into one MLflow store: A, then B (another projector.k), then A2
+(A's config and seed again). So the table must pick A2 over A, and A2 must equal A.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from conftest import write_corpus
+from mlflow.tracking import MlflowClient
+
+from slam.cache import build_cache
+from slam.cli import main as slam_main
+from slam.config import SlamConfig
+from slam.decode import RUN_FILE, decode, decode_baseline
+from slam.score import score
+from slam.tables import MISSING, SEVERAL, build_table, parse_spec
+from slam.tracking import DVC_LOCK_ARTIFACT, DVC_STAGES_ARTIFACT
+from slam.train import train
+
+LOCK = {"schema": "2.0", "stages": {
+    "train": {"cmd": "python pipelines/train.py",
+              "deps": [{"path": "slam/train.py", "hash": "md5", "md5": "0123", "size": 1}],
+              "outs": [{"path": "exp/asr/model", "hash": "md5", "md5": "4567.dir", "size": 2}]},
+    "score": {"cmd": "python pipelines/score.py"},  # the stage running: its entry is stale
+}}
+
+
+def tiny_config(root: Path, models: dict[str, Path]) -> SlamConfig:
+    """As conftest's tiny_cfg, plus short generations: random models never stop on their own."""
+    cfg = SlamConfig()
+    cfg.encoder.path, cfg.llm.path = str(models["whisper"]), str(models["llm"])
+    cfg.corpus.dir, cfg.cache.dir = str(root / "corpus"), str(root / "cache")
+    cfg.decode.sets = cfg.baseline.sets = ["test"]
+    cfg.decode.max_new_tokens = cfg.baseline.max_new_tokens = 6
+    cfg.tracking.uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg.projector.hidden, cfg.peft.r = 64, 4
+    cfg.train.max_duration, cfg.train.max_steps, cfg.train.warmup_steps = 6.0, 4, 2
+    cfg.train.eval_every = cfg.train.checkpoint_every = 2
+    cfg.train.log_every = 1
+    cfg.runtime.precision = "fp32"
+    write_corpus(Path(cfg.corpus.dir), {"train": 16, "dev": 4, "test": 4})
+    return cfg
+
+
+def run_system(base: SlamConfig, out: Path, baseline: bool, dvc_root: Path,
+               mp: pytest.MonkeyPatch, **projector) -> dict:
+    """One pipeline run into ``out``; ``dvc_root`` plays the DVC repo (with or without a lock)."""
+    cfg = copy.deepcopy(base)
+    for key, value in projector.items():
+        setattr(cfg.projector, key, value)
+    cfg.train.dir, cfg.score.dir = str(out / "exp"), str(out / "metrics")
+    cfg.decode.dir, cfg.baseline.dir = str(out / "exp" / "hyps"), str(out / "exp" / "baseline")
+    mp.setenv("DVC_ROOT", str(dvc_root))
+    mp.setenv("DVC_STAGE", "score")
+    train(cfg)
+    decode(cfg)
+    if baseline:
+        decode_baseline(cfg)
+    score(cfg)
+    ids = {"llm": json.loads((Path(cfg.decode.dir) / RUN_FILE).read_text())["mlflow_run_id"]}
+    if baseline:
+        ids["whisper"] = json.loads((Path(cfg.baseline.dir) / RUN_FILE).read_text())["mlflow_run_id"]
+    return {"cfg": cfg, "ids": ids,
+            "wer": json.loads((Path(cfg.score.dir) / cfg.recipe / "wer.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_models) -> dict:
+    root = tmp_path_factory.mktemp("grid")
+    base = tiny_config(root, tiny_models)
+    build_cache(base)  # shared by every run, as DVC's run-cache shares the cache stage
+    with_lock, without_lock = root / "dvc-with-lock", root / "dvc-without-lock"
+    with_lock.mkdir()
+    without_lock.mkdir()
+    (with_lock / "dvc.lock").write_text(yaml.safe_dump(LOCK))
+    with pytest.MonkeyPatch.context() as mp:
+        runs = {"a": run_system(base, root / "a", True, with_lock, mp),
+                "b": run_system(base, root / "b", False, without_lock, mp, k=2),
+                "a2": run_system(base, root / "a2", False, without_lock, mp)}
+    return {"root": root, "uri": base.tracking.uri, "runs": runs}
+
+
+SPEC = {
+    "name": "grid",
+    "title": "Tiny grid: WER (%) by projector.k and system",
+    "filter": {"tag.recipe": "asr", "param.peft.r": 4},
+    "scale": 100,
+    "format": "{:.2f}",
+    "rows": {"key": "param.projector.k", "values": [5, 2, 3]},
+    "columns": [{"label": "LLM test", "match": {"tag.system": "llm"}, "metric": "wer_test_beam1"},
+                {"label": "Whisper test", "match": {"tag.system": "whisper"}, "metric": "wer_test_beam1"}],
+}
+CELL = re.compile(r"^(?P<display>\S+?)(?P<several>†?) \(\[(?P<short>[0-9a-f]{7})\]\((?P<url>[^)]+)\)\)$")
+
+
+def read_markdown(path: Path) -> dict[tuple[str, str], str]:
+    """(row, column) -> cell text of the first markdown table in ``path``."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    cells = {}
+    for line in lines[2:]:
+        row, *values = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        cells.update({(row, col): value for col, value in zip(header[1:], values)})
+    return cells
+
+
+def test_tables_from_the_grid(grid, tmp_path):
+    runs = grid["runs"]
+    specs = tmp_path / "tables.yaml"
+    specs.write_text(yaml.safe_dump({"tables": [SPEC]}, sort_keys=False))
+    out = tmp_path / "tables"
+    slam_main(["tables", "--specs", str(specs), "--out", str(out), "--tracking-uri", grid["uri"],
+               "--ui-url", "http://mlflow.test"])
+    rows = list(csv.DictReader((out / "grid.csv").open()))
+    by_cell = {(r["row"], r["column"]): r for r in rows}
+    assert len(rows) == 6 and (out / "grid.png").stat().st_size > 0
+
+    def wer(run: str, system: str) -> float:
+        return 100 * runs[run]["wer"][system]["test.beam1"]["wer"]
+
+    expected = {  # (row, column) -> (run, system, how many runs matched)
+        ("5", "LLM test"): ("a2", "llm", 2),  # A and A2 match: the most recent wins
+        ("2", "LLM test"): ("b", "llm", 1),
+        ("5", "Whisper test"): ("a", "whisper", 1),
+    }
+    for key, row in by_cell.items():
+        if key not in expected:  # k=3 was never run; B and A2 had no baseline
+            assert (row["display"], row["value"], row["run_id"], row["n_runs"]) == (MISSING, "", "", "0")
+            continue
+        run, system, n = expected[key]
+        assert row["run_id"] == runs[run]["ids"][system]
+        assert float(row["value"]) == pytest.approx(wer(run, system), abs=1e-9)
+        assert row["display"] == f"{wer(run, system):.2f}" and int(row["n_runs"]) == n
+
+    # the markdown says the same, cell by cell, and links each cell to its run
+    shown = read_markdown(out / "grid.md")
+    assert set(shown) == set(by_cell)
+    for key, text in shown.items():
+        row = by_cell[key]
+        if row["display"] == MISSING:
+            assert text == MISSING
+            continue
+        m = CELL.match(text)
+        assert m, text
+        assert m["display"] == row["display"] and row["run_id"].startswith(m["short"])
+        assert m["url"].startswith("http://mlflow.test/#/experiments/") and m["url"].endswith(row["run_id"])
+        assert (m["several"] == SEVERAL) == (int(row["n_runs"]) > 1)
+    assert "most recent finished run" in (out / "grid.md").read_text()
+
+
+def test_runs_carry_the_dvc_lock(grid, tmp_path):
+    client = MlflowClient(grid["uri"])
+    runs = grid["runs"]
+    for system in ("llm", "whisper"):  # A ran where a dvc.lock exists
+        run_id = runs["a"]["ids"][system]
+        names = {a.path for a in client.list_artifacts(run_id)}
+        assert {DVC_LOCK_ARTIFACT, DVC_STAGES_ARTIFACT, "config.json"} <= names
+        stages = json.loads(Path(client.download_artifacts(run_id, DVC_STAGES_ARTIFACT, str(tmp_path)))
+                            .read_text())
+        assert set(stages) == {"train"}  # the running stage's stale entry is left out
+        assert stages["train"]["deps"] == {"slam/train.py": "0123"}
+        assert stages["train"]["outs"] == {"exp/asr/model": "4567.dir"}
+        assert client.get_run(run_id).data.tags["dvc_lock_md5"]
+    # B ran without one: the run is complete, only without the lock
+    names = {a.path for a in client.list_artifacts(runs["b"]["ids"]["llm"])}
+    assert DVC_LOCK_ARTIFACT not in names and "config.json" in names
+    assert client.get_run(runs["b"]["ids"]["llm"]).info.status == "FINISHED"
+
+
+def test_same_config_and_seed_same_results(grid):
+    """A and A2: same config and seed, so the same loss curve, dev metrics and WER."""
+    client = MlflowClient(grid["uri"])
+    a, a2 = grid["runs"]["a"], grid["runs"]["a2"]
+    for metric in ("train_loss", "train_acc", "dev_loss", "dev_acc"):
+        curves = [[(m.step, m.value) for m in sorted(client.get_metric_history(r["ids"]["llm"], metric),
+                                                     key=lambda m: (m.step, m.timestamp))]
+                  for r in (a, a2)]
+        assert curves[0] and curves[0] == curves[1], metric
+    assert a["wer"]["llm"] == a2["wer"]["llm"]
+    csv_a, csv_a2 = (Path(r["cfg"].score.dir) / "asr" / "train_curve.csv" for r in (a, a2))
+    loss = lambda p: [row["loss"] for row in csv.DictReader(p.open())]  # noqa: E731
+    assert loss(csv_a) == loss(csv_a2)
+    # B differs in projector.k only: a different model, so not trivially equal
+    assert grid["runs"]["b"]["ids"]["llm"] != a2["ids"]["llm"]
+
+
+def _fake_run(run_id: str, start: int, status: str = "FINISHED", metrics: dict | None = None,
+              **tags: str) -> SimpleNamespace:
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start, status=status,
+                                                experiment_id="1"),
+                           data=SimpleNamespace(tags=tags, params={}, metrics=metrics or {}))
+
+
+def test_cells_take_the_latest_finished_run_with_the_metric():
+    spec = parse_spec({"name": "t", "metric": "wer", "rows": {"key": "tag.projector",
+                                                              "values": ["linear", "*"]}})
+    runs = [_fake_run("old", 1, metrics={"wer": 0.5}, projector="linear"),
+            _fake_run("new", 2, metrics={"wer": 0.4}, projector="linear"),
+            _fake_run("failed", 3, status="FAILED", metrics={"wer": 0.1}, projector="linear"),
+            _fake_run("unscored", 4, projector="linear"),
+            _fake_run("other", 0, metrics={"wer": 0.9}, projector="qformer")]
+    table = build_table(spec, runs)  # type: ignore[arg-type]
+    linear, anything = table.cells[0][0], table.cells[1][0]
+    assert (linear.run_id, linear.value, linear.n_runs) == ("new", 0.4, 2)
+    assert (anything.run_id, anything.n_runs) == ("new", 3)  # "*" matches every projector
+    assert table.display(linear) == "0.4"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "t", "metric": "m", "rows": {"key": "encoder", "values": ["a"]}}, "tag.<name>"),
+    ({"name": "t", "metric": "m", "rows": {"key": "tag.a", "values": ["x", "x"]}}, "duplicate"),
+    ({"name": "t", "rows": {"key": "tag.a", "values": ["x"]}}, "no metric"),
+    ({"name": "t", "metric": "m", "rows": {"key": "tag.a", "values": ["x"]}, "colour": 1}, "unknown"),
+    ({"name": "t", "metric": "m", "rows": {"keys": ["tag.a", "tag.b"], "values": [["x"]]}}, "one value"),
+])
+def test_bad_specs_say_what_is_wrong(bad, message):
+    with pytest.raises(ValueError, match=message):
+        parse_spec(bad)
+
+
+def test_the_shipped_specs_parse():
+    from slam.tables import load_specs
+
+    specs = {s.name: s for s in load_specs(Path(__file__).resolve().parents[1] / "params" / "tables.yaml")}
+    assert {"table1_encoder_llm", "table4_decoder", "ablation"} <= set(specs)
+    table1 = specs["table1_encoder_llm"]
+    assert [r.label for r in table1.rows] == ["whisper-tiny.en", "whisper-base"]
+    # the column values are the model dirs the zoo creates, as the encoder/llm tags name them
+    llm_dirs = {Path(yaml.safe_load(p.read_text())["path"]).name
+                for p in (Path(__file__).resolve().parents[1] / "params" / "llm").glob("*.yaml")}
+    assert {c.label for c in table1.columns} <= llm_dirs
