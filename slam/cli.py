@@ -18,7 +18,7 @@ def _transcribe(args: argparse.Namespace) -> None:
     from slam.inference import cuts_from_inputs, load_trained, transcribe, write_results
 
     cfg, model = load_trained(args.model, device=args.device)
-    cuts = cuts_from_inputs(args.inputs)
+    cuts = cuts_from_inputs(args.inputs, model.encoder.sample_rate)
     rows = transcribe(cfg, model, cuts, batch_size=args.batch_size, num_beams=args.beams)
     write_results(rows, args.out)
     for row in rows:

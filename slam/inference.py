@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from lhotse import CutSet, Recording
-from lhotse.cut import MonoCut
 from peft import PeftModel
 from tqdm import tqdm
 
 from slam.config import SlamConfig, as_dict, to_config
+from slam.corpora.validate import short_error, validate_cuts
 from slam.data import AudioTextDataset, cut_text
 from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, build_speech_llm, load_assets
 from slam.projectors import save_projector
@@ -69,7 +69,7 @@ def load_trained(model: str | Path, device: str | None = None) -> tuple[SlamConf
     return cfg, speech_llm.to(setup_runtime(cfg.runtime)).eval()
 
 
-def cuts_from_inputs(inputs: Iterable[str | Path]) -> CutSet:
+def cuts_from_inputs(inputs: Iterable[str | Path], sample_rate: int = 16000) -> CutSet:
     """Audio files, directories of them, or Lhotse manifests (``*.jsonl.gz``) as one CutSet."""
     cuts: list[Any] = []
     for item in map(Path, inputs):
@@ -83,11 +83,12 @@ def cuts_from_inputs(inputs: Iterable[str | Path]) -> CutSet:
             try:
                 rec = Recording.from_file(path, recording_id=str(path))
             except Exception as exc:
-                raise ValueError(f"cannot read audio {path}: {exc}") from None
-            if rec.duration <= 0:
-                raise ValueError(f"audio {path} is empty")
-            cuts.append(MonoCut(id=str(path), start=0, duration=rec.duration, channel=0, recording=rec))
-    return CutSet.from_cuts(cuts)
+                raise ValueError(f"cannot read audio {path}: {short_error(exc)}") from None
+            cuts.append(rec.to_cut())  # every channel: validation below downmixes
+    # The same checks as the prepare stage (empty, silent, NaN/inf, truncated audio), naming
+    # the file; other sample rates are resampled on load.
+    checked, _ = validate_cuts(CutSet.from_cuts(cuts), sample_rate, require_text=False)
+    return checked
 
 
 @torch.no_grad()
