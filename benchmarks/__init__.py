@@ -1,0 +1,1 @@
+"""Benchmarks of the slam code paths on this machine: ``python -m benchmarks.run``."""

@@ -1,0 +1,40 @@
+"""The benchmark command in smoke mode on tiny random models: structure only, never timings."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.env import SMOKE, env_from_config
+from benchmarks.run import SMOKE_PROBES, run_benchmarks, write_results
+from slam.cache import build_cache
+
+SECTIONS = {"cache_vs_instep", "mfu", "whisper_true_length", "padding", "decode_rtf", "memory", "threads",
+            "profile"}
+
+
+def test_benchmarks_smoke(tiny_cfg, tmp_path):
+    tiny_cfg.runtime.precision = "bf16"  # the default recipe's autocast
+    tiny_cfg.train.ctc_weight = 1.0
+    tiny_cfg.decode.max_new_tokens = tiny_cfg.baseline.max_new_tokens = 8  # random models never stop
+    build_cache(tiny_cfg)
+    env = env_from_config(tiny_cfg, "tiny", SMOKE, tmp_path / "work", ["tiny random models (test)"])
+    # probes side by side: separate processes keep their memory apart; timings mean nothing here
+    results = run_benchmarks(env, isolate=False, probes=SMOKE_PROBES, parallel_probes=True,
+                             log=lambda _: None)
+
+    assert results["errors"] == {}
+    assert set(results["benchmarks"]) == SECTIONS
+    for name, section in results["benchmarks"].items():
+        assert section["ratios"], name
+        for key, value in section["ratios"].items():
+            # every headline figure is a ratio of two measurements: positive and finite
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (name, key, value)
+    assert len(results["benchmarks"]["profile"]["raw"]["top_ops"]) == 10
+    assert set(results["benchmarks"]["memory"]["raw"]) == {"train_cached", "decode_greedy"}
+    assert results["benchmarks"]["threads"]["raw"]["one"]["threads"] == 1
+    assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cores"] >= 1
+
+    json_path, md_path = write_results(results, tmp_path / "out")
+    text = md_path.read_text()
+    assert json_path.exists() and "| measurement | compared | raw figures | ratio |" in text
+    assert results["machine"]["cpu"] in text and "tiny random models (test)" in text
