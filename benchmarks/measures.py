@@ -10,7 +10,6 @@ clip) rather than run one after the other, for the same reason.
 from __future__ import annotations
 
 import itertools
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -562,33 +561,41 @@ def memory_section(probes: dict[str, dict[str, float]]) -> dict[str, Section]:
 
 
 # -- OpenMP: thread count and wait policy, one fresh process per setting (see benchmarks.run) ----
-def threads_probe(env: Env) -> dict[str, Any]:
-    """Best time of a cached training step on one batch (after one warm-up step on it)."""
+def threads_probe(env: Env, against_one_thread: bool) -> dict[str, Any]:
+    """Best time of a cached training step on one batch (after a warm-up step on it) with the
+    configured threads and, alternating with it, with one thread (the wait policy is fixed per
+    process, the thread count is not)."""
     import os
 
     model = training_model(env, with_encoder=False)
     optimizer = make_optimizer(model, env.cfg)
     dataset = AudioTextDataset(model.tokenizer, None)
     batch = dataset[train_batches(env, 1)[0][1]]
-    times = []
-    for _ in range(1 + env.sizes.thread_reps):
-        start = time.perf_counter()
-        train_step(model, batch, optimizer, env, encoded=True)
-        times.append(time.perf_counter() - start)
-    return {"step_s_best": min(times[1:]), "step_s": times[1:], "warmup_s": times[0],
-            "threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-            "rows": len(batch["ids"])}
-
-
-THREAD_RATIOS = (("default_over_passive_policy", "default", "passive"),
-                 ("default_policy_over_one_thread", "default", "one"),
-                 ("passive_policy_over_one_thread", "passive", "one"))
+    threads = torch.get_num_threads()
+    train_step(model, batch, optimizer, env, encoded=True)  # warm-up
+    times: dict[int, list[float]] = {threads: [], 1: []}
+    for _ in range(env.sizes.thread_reps):
+        for n in (threads, 1) if against_one_thread else (threads,):
+            torch.set_num_threads(n)
+            start = time.perf_counter()
+            train_step(model, batch, optimizer, env, encoded=True)
+            times[n].append(time.perf_counter() - start)
+    torch.set_num_threads(threads)
+    out = {"threads": threads, "step_s_best": min(times[threads]), "step_s": times[threads],
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "rows": len(batch["ids"])}
+    if against_one_thread:
+        out |= {"one_thread_step_s_best": min(times[1]), "one_thread_step_s": times[1]}
+    return out
 
 
 def threads_section(probes: dict[str, dict[str, Any]]) -> dict[str, Section]:
-    ratios = {key: probes[a]["step_s_best"] / probes[b]["step_s_best"]
-              for key, a, b in THREAD_RATIOS if a in probes and b in probes}
+    ratios = {}
+    if "default" in probes and "passive" in probes:
+        ratios["default_over_passive_policy"] = (probes["default"]["step_s_best"]
+                                                 / probes["passive"]["step_s_best"])
+    for name, probe in probes.items():
+        if "one_thread_step_s_best" in probe and probe["threads"] > 1:
+            ratios[f"{name}_policy_over_one_thread"] = probe["step_s_best"] / probe["one_thread_step_s_best"]
     return {"threads": {"ratios": ratios, "raw": probes}}
 
 
@@ -649,7 +656,3 @@ def bench_profile(env: Env, top: int = 10) -> dict[str, Section]:
             shares.items(), key=lambda kv: -kv[1])), "self_cpu_ms_per_step": total / 1000 / len(batches),
             "step_s_plain": plain / len(batches)},
     }}
-
-
-def finite_positive(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x) and x > 0

@@ -54,9 +54,9 @@ BENCHMARKS: dict[str, Callable[[Env], dict[str, Any]]] = {
 # None: unset, libgomp's default).
 PROBES: dict[str, str | None] = {
     **{f"memory:{p}": "inherit" for p in measures.MEMORY_PROBES},
-    "threads:default": None, "threads:passive": "PASSIVE", "threads:one": "PASSIVE",
+    "threads:default": None, "threads:passive": "PASSIVE",
 }
-SMOKE_PROBES = ["memory:train_cached", "memory:decode_greedy", "threads:default", "threads:one"]
+SMOKE_PROBES = ["memory:train_cached", "memory:decode_greedy", "threads:default"]
 WORKER_TIMEOUT = 900  # seconds; a hung worker must not hang the whole run
 # Seconds after a worker starts past which its loops stop (once their minimum is measured), so
 # that the run stays near 15 minutes even when other jobs load the machine; unlisted: no limit.
@@ -78,15 +78,13 @@ def run_one(name: str, env: Env) -> dict[str, Any]:
     from slam.utils import setup_runtime
 
     quiet()
-    if name == "threads:one":
-        env.cfg.runtime.threads = 1
     setup_runtime(env.cfg.runtime)  # threads as the stages set them
     start = time.perf_counter()
     kind, _, arg = name.partition(":")
     if kind == "memory":
         sections = {"probe": measures.memory_probe(env, arg)}
     elif kind == "threads":
-        sections = {"probe": measures.threads_probe(env)}
+        sections = {"probe": measures.threads_probe(env, against_one_thread=arg == "default")}
     else:
         sections = BENCHMARKS[name](env)
     return {"sections": sections, "notes": env.notes, "seconds": time.perf_counter() - start}
