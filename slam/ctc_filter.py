@@ -135,10 +135,11 @@ def ctc_transcripts(
     batch_size: int = 16,
 ) -> dict[str, str]:
     """The head's greedy transcript of every cut, by cut id."""
-    ordered = list(cuts)
+    from slam.decode import batches_of  # decode imports the biasing code that imports this
+
     out = {}
-    for start in range(0, len(ordered), batch_size):
-        batch = dataset[CutSet.from_cuts(ordered[start : start + batch_size])]
+    for batch_cuts in batches_of(cuts, batch_size):
+        batch = dataset[batch_cuts]
         frames, lengths = encoder_states(batch, dataset.encoder, device)
         out.update(zip(batch["ids"], head.greedy(head(frames), lengths)))
     return out

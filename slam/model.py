@@ -89,8 +89,10 @@ class SpeechLLM(nn.Module):
     def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
         """CTC of the projected audio against the answer tokens, over [token embeddings; blank]."""
         embed = self.llm.get_input_embeddings()
-        # Gemma scales its embeddings inside the module: score against what the LLM sees.
-        table = embed.weight.detach() * getattr(embed, "embed_scale", 1.0)
+        table = embed.weight.detach()
+        scale = getattr(embed, "embed_scale", None)
+        if scale is not None:  # Gemma scales its embeddings inside the module: score what the LLM sees
+            table = table * scale
         classes = torch.cat([table, self.ctc_blank[None].to(table.dtype)])  # blank is the last class
         logits = audio.float() @ classes.float().T
         log_probs = logits.log_softmax(-1).transpose(0, 1)  # [time, batch, classes]

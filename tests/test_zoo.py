@@ -585,12 +585,7 @@ def test_gguf_llm_roundtrip(tmp_path) -> None:
     )
     writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
     writer.add_name("tiny")
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    _write_shape(writer, config)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(10000.0)
@@ -680,12 +675,7 @@ def test_gguf_gemma3_roundtrip(tmp_path) -> None:
 
     writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gemma3")
     writer.add_name("tiny gemma")
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    _write_shape(writer, config)
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
@@ -823,3 +813,13 @@ def test_ct2_reader_dequantizes_int8(tmp_path) -> None:
     variables = read_ct2_model(tmp_path / "model.bin").variables
     assert set(variables) == {"x/weight", "n"}
     np.testing.assert_allclose(variables["x/weight"], w, atol=np.abs(w).max() / 127)
+
+
+def _write_shape(writer, config) -> None:
+    """The GGUF keys every architecture's tiny test model shares."""
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
