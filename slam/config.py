@@ -153,6 +153,12 @@ class TrainConfig:
     # towards the embeddings of the spoken tokens, which the LLM already knows how to copy, and
     # so shortens the long plateau before the model starts to use the audio. 0 turns it off.
     ctc_weight: float = 0.0
+    # CTC warm-up: before the LLM joins, the projector alone learns that CTC loss for this many
+    # steps of big batches (no LLM forward, ~0.4 s a step). The LLM then starts from audio
+    # embeddings that already spell the transcript and uses them hundreds of steps sooner.
+    ctc_warmup_steps: int = 0
+    ctc_warmup_lr: float = 2.0e-3
+    ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
     eval_every: int = 200
     dev_max_cuts: int = 100
     checkpoint_every: int = 100

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler
 from rapidfuzz import fuzz, process
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slam.config import BiasConfig
+from slam.ctc import fit_ctc
 from slam.data import AudioTextDataset, cut_text
 from slam.encoders import AudioEncoder
 
@@ -95,35 +95,20 @@ def train_ctc_head(
     """Train a fresh head for ``cfg.ctc_steps`` steps; returns it and its last mean loss."""
     torch.manual_seed(seed)
     head = CtcHead(dim, cfg.ctc_hidden, character_vocab([cut_text(c) for c in cuts])).to(device)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.ctc_lr)
-    sampler = DynamicBucketingSampler(
-        cuts, max_duration=cfg.ctc_max_duration, num_buckets=4, shuffle=True, seed=seed,
-        drop_last=False, world_size=1, rank=0,
-    )  # fmt: skip
-    step, epoch, recent = 0, 0, []
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        frames, lengths = encoder_states(batch, dataset.encoder, device)
+        targets = [head.encode(t) for t in batch["texts"]]
+        flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
+        return nn.functional.ctc_loss(
+            head(frames).transpose(0, 1), flat, lengths.cpu(), torch.tensor([len(t) for t in targets]),
+            blank=BLANK, zero_infinity=True,
+        )
+
     head.train()
-    while step < cfg.ctc_steps:
-        sampler.set_epoch(epoch)
-        for batch_cuts in sampler:
-            if step >= cfg.ctc_steps:
-                break
-            batch = dataset[batch_cuts]
-            frames, lengths = encoder_states(batch, dataset.encoder, device)
-            targets = [head.encode(t) for t in batch["texts"]]
-            flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
-            loss = nn.functional.ctc_loss(
-                head(frames).transpose(0, 1), flat, lengths.cpu(), torch.tensor([len(t) for t in targets]),
-                blank=BLANK, zero_infinity=True,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            recent = (recent + [loss.item()])[-20:]
-            if step % 50 == 0:
-                log.info("ctc head step %d loss %.3f", step, float(np.mean(recent)))
-        epoch += 1
-    return head.eval(), float(np.mean(recent)) if recent else float("nan")
+    loss = fit_ctc(list(head.parameters()), loss_of, cuts, dataset, cfg.ctc_steps, cfg.ctc_lr,
+                   cfg.ctc_max_duration, seed=seed, name="ctc head")
+    return head.eval(), loss
 
 
 @torch.no_grad()

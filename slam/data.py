@@ -40,6 +40,10 @@ class AudioTextDataset(torch.utils.data.Dataset):
         self.instruction = instruction
         self.epoch = 0  # set by the training loop: random training lists change every epoch
 
+    def tokenize(self, text: str) -> list[int]:
+        """The answer tokens a transcript becomes."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)
         if self.encoder is None:
@@ -48,7 +52,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
         texts = [cut_text(c) for c in cuts]
-        targets = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        targets = [self.tokenize(t) for t in texts]
         batch = {
             "ids": [c.id for c in cuts],
             "inputs": inputs,

@@ -36,8 +36,9 @@ from torch.distributed.checkpoint.state_dict import (
 from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
 from slam.cache import cache_dim, load_cached_cuts
 from slam.config import SlamConfig, as_dict
+from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset, load_cuts
+from slam.data import AudioTextDataset, cut_text, load_cuts
 from slam.distributed import (
     barrier,
     is_main,
@@ -184,6 +185,32 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) ->
     return json.loads((ckpt / "state.json").read_text())
 
 
+def ctc_warmup(model: SpeechLLM, cuts: CutSet, dataset: AudioTextDataset, cfg: SlamConfig, device) -> dict:
+    """Fit the projector (and the CTC blank) alone to the auxiliary CTC loss, without the LLM.
+
+    Cheap (the LLM never runs) and it answers the long plateau of joint training: the LLM
+    meets audio embeddings that already lie near the embeddings of the spoken tokens.
+    """
+    tc = cfg.train
+    start = time.monotonic()
+    encoded = dataset.encoder is None
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        with autocast(cfg.runtime, device):
+            inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
+            audio, lengths = model.audio_embeddings(inputs, lengths, encoded)
+            return model.ctc_loss(audio, lengths, batch["targets"])
+
+    params = [p for p in model.projector.parameters() if p.requires_grad] + [model.ctc_blank]
+    loss = fit_ctc(params, loss_of, cuts, dataset, tc.ctc_warmup_steps, tc.ctc_warmup_lr,
+                   tc.ctc_warmup_max_duration, seed=tc.seed, warmup_steps=min(50, tc.ctc_warmup_steps),
+                   max_grad_norm=tc.max_grad_norm, name="ctc warm-up")  # fmt: skip
+    model.zero_grad(set_to_none=True)  # a tuned encoder collected gradients it must not keep
+    minutes = (time.monotonic() - start) / 60
+    log.info("CTC warm-up: %d steps in %.1f min, loss %.3f", tc.ctc_warmup_steps, minutes, loss)
+    return {"steps": tc.ctc_warmup_steps, "minutes": minutes, "loss": loss}
+
+
 # -- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> dict:
@@ -252,8 +279,15 @@ def train(cfg: SlamConfig) -> dict:
             max_duration=cfg.train.max_duration, num_buckets=2, shuffle=False, world_size=1, rank=0,
         )
     )
+    if model.ctc_blank is not None:
+        model.restrict_ctc(t for cut in train_cuts for t in dataset.tokenize(cut_text(cut)))
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
     log.info("trainable parameters: %.2fM; %d process(es)", n_trainable / 1e6, world_size())
+
+    ckpt = latest_checkpoint(ckpt_dir, key)
+    warmup = None
+    if ckpt is None and cfg.train.ctc_warmup_steps > 0:  # a checkpoint holds the warmed projector
+        warmup = ctc_warmup(model, train_cuts, dataset, cfg, device)
 
     # What runs the steps: DDP, FSDP or the model itself. FSDP swaps in sharded parameters,
     # so the optimizer is made after it.
@@ -263,11 +297,14 @@ def train(cfg: SlamConfig) -> dict:
     batches = Batches(train_cuts, dataset, cfg)
     state = {"step": 0, "samples": 0, "elapsed": 0.0, "epoch": 0, "in_epoch": 0,
              "run_key": key, "curve": [], "dev_curve": [], "mlflow_run_id": None}
-    ckpt = latest_checkpoint(ckpt_dir, key)
     if ckpt is not None:
         state = load_checkpoint(ckpt, net, optimizer, scheduler)
         batches.epoch, batches.in_epoch = state["epoch"], state["in_epoch"]
         log.info("resuming from %s (step %d)", ckpt, state["step"])
+    elif warmup is not None:  # its minutes count as training time; a checkpoint keeps its work
+        state["ctc_warmup"] = warmup
+        state["elapsed"] = warmup["minutes"] * 60
+        save_checkpoint(ckpt_dir, net, optimizer, scheduler, state)
 
     run = start_run(cfg, "llm", run_id=state["mlflow_run_id"]) if is_main() else contextlib.nullcontext()
     with run:
@@ -281,6 +318,7 @@ def train(cfg: SlamConfig) -> dict:
         summary = {"steps": state["step"], "samples": state["samples"],
                    "train_minutes": state["elapsed"] / 60, "trainable_params": n_trainable,
                    "world_size": world_size(),
+                   **{f"ctc_warmup_{k}": v for k, v in state.get("ctc_warmup", {}).items()},
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
         ctc_head = None

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from slam.cache import build_cache, load_cached_cuts
+from slam.data import AudioTextDataset, cut_text
 from slam.decode import decode, decode_baseline, read_hyps
 from slam.model import IGNORE_INDEX, build_speech_llm
 from slam.score import score
-from slam.train import CHECKPOINTS, MODEL, train
+from slam.train import CHECKPOINTS, MODEL, ctc_warmup, train
 
 
 def test_labels_cover_exactly_the_answer(tiny_cfg):
@@ -41,17 +43,36 @@ def _trainable(cfg) -> dict[str, torch.Tensor]:
     return load_file(str(ckpts[-1] / "trainable.safetensors"))
 
 
-def test_cache_train_resume_decode_score(tiny_cfg, tmp_path):
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, step: int) -> None:
+    """Make training stop (as if killed) right after it checkpoints ``step``."""
+    import slam.train
+
+    save = slam.train.save_checkpoint
+
+    def save_then_stop(directory, model, optimizer, scheduler, state):
+        save(directory, model, optimizer, scheduler, state)
+        if state["step"] == step:
+            raise Interrupted
+
+    monkeypatch.setattr(slam.train, "save_checkpoint", save_then_stop)
+
+
+def test_cache_train_resume_decode_score(tiny_cfg, tmp_path, monkeypatch):
     info = build_cache(tiny_cfg)
     assert info["sets"] == {"dev": 4, "test": 4, "train": 16} and info["dim"] == 32
     cut = next(iter(load_cached_cuts(tiny_cfg, "train")))
     # encoder output at 50 Hz of the true length, not of 30 s
     assert abs(cut.load_custom("encoder_out").shape[0] - 50 * cut.duration) <= 1
 
-    # an interrupted run (stopped after step 4) resumed to step 6 ...
-    tiny_cfg.train.max_steps = 4
-    train(tiny_cfg)
-    tiny_cfg.train.max_steps = 6
+    # an interrupted run (stopped after its step-4 checkpoint) resumed to step 6 ...
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 4)
+        with pytest.raises(Interrupted):
+            train(tiny_cfg)
     summary = train(tiny_cfg)
     assert summary["steps"] == 6
     resumed = _trainable(tiny_cfg)
@@ -84,8 +105,6 @@ def test_cache_train_resume_decode_score(tiny_cfg, tmp_path):
 
 
 def test_cache_refuses_other_encoder(tiny_cfg):
-    import pytest
-
     build_cache(tiny_cfg)
     tiny_cfg.encoder.layer = 1
     with pytest.raises(ValueError, match="rerun the cache stage"):
@@ -103,3 +122,53 @@ def test_encoder_inside_the_step(tiny_cfg):
     assert trained and not any(name.startswith("encoder.") for name in trained)
     decode(tiny_cfg)
     assert len(read_hyps(Path(tiny_cfg.decode.dir) / "test.beam1.jsonl")) == 4
+
+
+def test_ctc_restricted_to_the_training_tokens(tiny_cfg):
+    tiny_cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32)
+    torch.manual_seed(0)
+    model.ctc_blank.data.normal_()
+    audio, lengths = model.projector(torch.randn(2, 40, 32), torch.tensor([40, 25]))
+    targets = [[5, 6, 7], [8, 5]]
+    full = model.ctc_loss(audio, lengths, targets)
+    model.restrict_ctc(range(len(model.tokenizer)))  # every token: the same loss
+    torch.testing.assert_close(model.ctc_loss(audio, lengths, targets), full)
+    model.restrict_ctc([9, 8, 7, 6, 5, 5])  # fewer competitors: each target is likelier
+    assert model.ctc_loss(audio, lengths, targets) < full
+    with pytest.raises(ValueError, match="outside the classes"):
+        model.ctc_loss(audio, lengths, [[5, 6, 11]])
+
+
+def test_ctc_warmup_moves_only_the_projector_and_is_not_repeated_on_resume(tiny_cfg, monkeypatch):
+    build_cache(tiny_cfg)
+    tiny_cfg.train.ctc_weight = 1.0
+    tiny_cfg.train.ctc_warmup_steps = 30
+    tiny_cfg.train.ctc_warmup_max_duration = 30.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).train()
+    cuts = load_cached_cuts(tiny_cfg, "train")
+    dataset = AudioTextDataset(model.tokenizer)
+    model.restrict_ctc(t for c in cuts for t in dataset.tokenize(cut_text(c)))
+    batch = dataset[cuts]
+
+    def ctc() -> float:
+        with torch.no_grad():
+            return model.ctc_loss(*model.audio_embeddings(batch["inputs"], batch["lengths"], True),
+                                  batch["targets"]).item()
+
+    before_loss = ctc()
+    before = {n: p.detach().clone() for n, p in model.trainable_state().items()}
+    result = ctc_warmup(model, cuts, dataset, tiny_cfg, torch.device("cpu"))
+    assert result["steps"] == 30 and ctc() < 0.8 * before_loss
+    changed = {n for n, p in model.trainable_state().items() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith(("projector.", "ctc_blank")) for n in changed)
+
+    # the train stage warms up once; a resumed run starts from the checkpoint that holds it
+    tiny_cfg.train.max_steps = 4
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 0)  # killed right after the warm-up
+        with pytest.raises(Interrupted):
+            train(tiny_cfg)
+    monkeypatch.setattr("slam.train.ctc_warmup", lambda *a, **k: pytest.fail("warm-up repeated"))
+    summary = train(tiny_cfg)
+    assert summary["steps"] == 4 and summary["ctc_warmup_steps"] == 30
