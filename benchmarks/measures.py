@@ -24,8 +24,7 @@ from torch import nn
 
 from benchmarks.env import Env, cached_set, cached_subset, peak_rss_mb, reset_peak, rss_mb, spread
 from slam.cache import INFO, cache_dim
-from slam.data import ENCODER_OUT, AudioTextDataset, cut_text, load_cuts
-from slam.decode import batches_of
+from slam.data import ENCODER_OUT, AudioTextDataset, batches_of, cut_text, load_cuts
 from slam.encoders import build_encoder
 from slam.metrics.wer import score_wer
 from slam.model import IGNORE_INDEX, SpeechLLM, build_speech_llm, load_assets

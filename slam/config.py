@@ -161,6 +161,9 @@ class TrainConfig:
     ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
     eval_every: int = 200
     dev_max_cuts: int = 100
+    # Greedy WER on the first N dev cuts at every evaluation (0: off): the WER-vs-training-time
+    # curve. Every process decodes all N (the same steps everywhere, as FSDP needs).
+    dev_wer_cuts: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 42

@@ -24,7 +24,7 @@ from torch import nn
 
 from slam.config import BiasConfig
 from slam.ctc import fit_ctc
-from slam.data import AudioTextDataset, cut_text
+from slam.data import AudioTextDataset, batches_of, cut_text
 from slam.encoders import AudioEncoder
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,6 @@ def ctc_transcripts(
     batch_size: int = 16,
 ) -> dict[str, str]:
     """The head's greedy transcript of every cut, by cut id."""
-    from slam.decode import batches_of  # decode imports the biasing code that imports this
-
     out = {}
     for batch_cuts in batches_of(cuts, batch_size):
         batch = dataset[batch_cuts]

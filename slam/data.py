@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,18 @@ class AudioTextDataset(torch.utils.data.Dataset):
             "texts": texts,
             "targets": targets,
             "duration": sum(c.duration for c in cuts),
+            "encoded": self.encoder is None,  # inputs are cached encoder outputs, not features
         }
         if self.instruction is not None:
             batch["instructions"] = [self.instruction(c, self.epoch) for c in cuts]
         return batch
+
+
+def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:
+    """Fixed-size batches of cuts sorted by duration (little padding, deterministic order)."""
+    ordered = list(cuts.sort_by_duration(ascending=False))
+    for start in range(0, len(ordered), size):
+        yield CutSet.from_cuts(ordered[start : start + size])
 
 
 def manifest_path(directory: str | Path, name: str) -> Path:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,16 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from slam.biasing import biasing_on, decode_instruction, prepare_decoding
 from slam.cache import cache_dim, cache_key, load_cached_cuts
 from slam.config import DecodeConfig, SlamConfig, as_dict
-from slam.data import AudioTextDataset, cut_text, load_cuts
+from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
 from slam.tracking import start_run
 from slam.train import MODEL
-from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
+from slam.utils import atomic_write_json, atomic_write_text, setup_runtime
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 PROGRESS = "progress.json"
-
-
-def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:
-    """Fixed-size batches of cuts sorted by duration (little padding, deterministic order)."""
-    ordered = list(cuts.sort_by_duration(ascending=False))
-    for start in range(0, len(ordered), size):
-        yield CutSet.from_cuts(ordered[start : start + size])
 
 
 def write_hyps(path: Path, rows: list[dict]) -> None:
@@ -201,11 +194,7 @@ def decode(cfg: SlamConfig) -> dict:
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
         assert [c.id for c in cuts] == batch["ids"], "dataset must keep the batch order"
-        with autocast(cfg.runtime, device):
-            return model.generate(batch["inputs"].to(device), batch["lengths"].to(device),
-                                  encoded=use_cache, num_beams=beams,
-                                  max_new_tokens=cfg.decode.max_new_tokens,
-                                  instructions=batch.get("instructions"))
+        return model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens)
 
     key = decode_key(
         "llm", fingerprint(assets), fingerprint(cfg.llm.path),

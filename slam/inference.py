@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from slam.config import SlamConfig, as_dict, to_config
 from slam.corpora.validate import short_error, validate_cuts
-from slam.data import AudioTextDataset, cut_text
+from slam.data import AudioTextDataset, batches_of, cut_text
 from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, build_speech_llm, load_assets
 from slam.projectors import save_projector
-from slam.utils import atomic_dir, atomic_write_text, autocast, setup_runtime
+from slam.utils import atomic_dir, atomic_write_text, setup_runtime
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
@@ -96,16 +96,11 @@ def transcribe(
     cfg: SlamConfig, model: SpeechLLM, cuts: CutSet, batch_size: int = 8, num_beams: int = 1
 ) -> list[dict[str, str]]:
     """One row per cut: ``id``, ``hyp`` and ``ref`` when the cut has a transcript."""
-    from slam.decode import batches_of
-
-    device = next(model.projector.parameters()).device
     dataset = AudioTextDataset(model.tokenizer, model.encoder)
     rows = []
     for batch_cuts in tqdm(list(batches_of(cuts, batch_size)), desc="transcribe", unit="batch"):
         batch = dataset[batch_cuts]
-        with autocast(cfg.runtime, device):
-            hyps = model.generate(batch["inputs"].to(device), batch["lengths"].to(device), encoded=False,
-                                  num_beams=num_beams, max_new_tokens=cfg.decode.max_new_tokens)
+        hyps = model.transcribe_batch(batch, cfg.runtime, num_beams, cfg.decode.max_new_tokens)
         for cut, hyp in zip(batch_cuts, hyps):
             rows.append({"id": cut.id, "hyp": hyp, **({"ref": cut_text(cut)} if cut.supervisions else {})})
     return rows

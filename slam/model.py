@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel, set_peft_model_state_dict
@@ -20,11 +21,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from slam.biasing import biasing_on, format_prompt
-from slam.config import SlamConfig
+from slam.config import RuntimeConfig, SlamConfig
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
 from slam.projectors import Projector, build_projector, load_projector, save_projector
 from slam.tuning import apply_llm_tuning, encoder_trains, unfreeze_encoder
+from slam.utils import autocast
 
 IGNORE_INDEX = -100
 AUDIO_PLACEHOLDER = "<|slam_audio|>"
@@ -245,6 +247,17 @@ class SpeechLLM(nn.Module):
         return out
 
     # -- inference ------------------------------------------------------------------------
+    def transcribe_batch(
+        self, batch: dict[str, Any], runtime: RuntimeConfig, num_beams: int = 1, max_new_tokens: int = 64
+    ) -> list[str]:
+        """Hypotheses for one batch of :class:`slam.data.AudioTextDataset`, in its row order."""
+        device = next(self.projector.parameters()).device
+        with autocast(runtime, device):
+            return self.generate(
+                batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
+                num_beams=num_beams, max_new_tokens=max_new_tokens, instructions=batch.get("instructions"),
+            )  # fmt: skip
+
     @torch.no_grad()
     def generate(
         self,

@@ -19,19 +19,26 @@ def _read_csv(path: Path) -> list[dict[str, float]]:
 
 
 def learning_curve(metrics_dir: Path, out: Path) -> Path | None:
-    """Train loss and dev loss / accuracy against minutes of training."""
+    """Train loss and dev loss / accuracy (and dev WER, when measured) against minutes of training."""
     train, dev = _read_csv(metrics_dir / "train_curve.csv"), _read_csv(metrics_dir / "dev_curve.csv")
     if not train:
         return None
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    with_wer = bool(dev) and "dev_wer" in dev[0]
+    fig, axes = plt.subplots(1, 3 if with_wer else 2, figsize=(15 if with_wer else 10, 4))
+    ax_loss, ax_acc = axes[:2]
+    if with_wer:
+        minutes, wer = [r["minutes"] for r in dev], [100 * r["dev_wer"] for r in dev]
+        axes[2].plot(minutes, wer, "o-", label="dev (greedy)")
+        axes[2].set_ylabel("WER (%)")
     ax_loss.plot([r["minutes"] for r in train], [r["loss"] for r in train], label="train", alpha=0.7)
     if dev:
         ax_loss.plot([r["minutes"] for r in dev], [r["dev_loss"] for r in dev], "o-", label="dev")
         ax_acc.plot([r["minutes"] for r in dev], [r["dev_acc"] for r in dev], "o-", label="dev")
     ax_acc.plot([r["minutes"] for r in train], [r["acc"] for r in train], label="train", alpha=0.7)
-    for ax, name in ((ax_loss, "answer-token loss"), (ax_acc, "answer-token accuracy")):
+    ax_loss.set_ylabel("answer-token loss")
+    ax_acc.set_ylabel("answer-token accuracy")
+    for ax in axes:
         ax.set_xlabel("minutes of training")
-        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -38,7 +38,7 @@ from slam.cache import cache_dim, load_cached_cuts
 from slam.config import SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset, cut_text, load_cuts
+from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
 from slam.distributed import (
     barrier,
     is_main,
@@ -48,6 +48,7 @@ from slam.distributed import (
     world_size,
     wrap_for_training,
 )
+from slam.metrics import score_wer
 from slam.model import SpeechLLM, build_speech_llm, save_assets
 from slam.tracking import start_run
 from slam.tuning import uses_cache
@@ -213,8 +214,11 @@ def ctc_warmup(model: SpeechLLM, cuts: CutSet, dataset: AudioTextDataset, cfg: S
 
 # -- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> dict:
-    """Dev loss and answer-token accuracy; the batches are shared out over the ranks."""
+def evaluate(
+    model, batches: list[CutSet], dataset, cfg: SlamConfig, device, wer_cuts: CutSet | None = None
+) -> dict:
+    """Dev loss and answer-token accuracy (the batches are shared out over the ranks), and
+    greedy WER on ``wer_cuts`` when given."""
     model.eval()
     loss_sum, correct, tokens = 0.0, 0, 0
     # Every rank runs the same number of forwards (FSDP gathers weights collectively in each):
@@ -231,9 +235,18 @@ def evaluate(model, batches: list[CutSet], dataset, cfg: SlamConfig, device) -> 
             loss_sum += out["loss"].item() * out["tokens"].item()
             correct += out["correct"].item()
             tokens += out["tokens"].item()
-    model.train()
     loss_sum, correct, tokens = sum_over_ranks([loss_sum, correct, tokens])
-    return {"dev_loss": loss_sum / max(tokens, 1), "dev_acc": correct / max(tokens, 1)}
+    result = {"dev_loss": loss_sum / max(tokens, 1), "dev_acc": correct / max(tokens, 1)}
+    if wer_cuts is not None:
+        hyps, refs = {}, {}
+        for batch_cuts in batches_of(wer_cuts, cfg.decode.batch_size):
+            batch = dataset[batch_cuts]
+            texts = unwrap(model).transcribe_batch(batch, cfg.runtime, 1, cfg.decode.max_new_tokens)
+            hyps.update(zip(batch["ids"], texts))
+            refs.update(zip(batch["ids"], batch["texts"]))
+        result["dev_wer"] = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
+    model.train()
+    return result
 
 
 def write_curve(path: Path, rows: list[dict]) -> None:
@@ -279,6 +292,8 @@ def train(cfg: SlamConfig) -> dict:
             max_duration=cfg.train.max_duration, num_buckets=2, shuffle=False, world_size=1, rank=0,
         )
     )
+    n_wer = min(cfg.train.dev_wer_cuts, len(dev_cuts))
+    wer_cuts = dev_cuts.subset(first=n_wer) if n_wer else None
     if model.ctc_blank is not None:
         model.restrict_ctc(t for cut in train_cuts for t in dataset.tokenize(cut_text(cut)))
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
@@ -313,8 +328,9 @@ def train(cfg: SlamConfig) -> dict:
             if ckpt is None:  # a resumed run logged it already
                 mlflow.log_param("trainable_params", n_trainable)
         state = _loop(cfg, net, model, optimizer, scheduler, batches, dev_dataset, dev_batches,
-                      device, ckpt_dir, state)
-        final_dev = evaluate(net, dev_batches, dev_dataset, cfg, device)
+                      wer_cuts, device, ckpt_dir, state)
+        final_dev = state["dev_curve"][-1] if state["dev_curve"] else {}
+        final_dev = {k: v for k, v in final_dev.items() if k.startswith("dev_")}
         summary = {"steps": state["step"], "samples": state["samples"],
                    "train_minutes": state["elapsed"] / 60, "trainable_params": n_trainable,
                    "world_size": world_size(),
@@ -353,7 +369,9 @@ def train(cfg: SlamConfig) -> dict:
     return summary
 
 
-def _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, device, ckpt_dir, state):
+def _loop(
+    cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, wer_cuts, device, ckpt_dir, state
+):
     """Steps until ``train.max_steps``; ``net`` runs forward/backward, ``model`` is the bare model."""
     tc = cfg.train
     window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
@@ -403,12 +421,12 @@ def _loop(cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, 
                      row["acc"], row["ctc_loss"], row["lr"], row["utt_per_s"])
             window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
         if step % tc.eval_every == 0 or step == tc.max_steps:
-            dev = evaluate(net, dev_batches, dataset, cfg, device)
+            dev = evaluate(net, dev_batches, dataset, cfg, device, wer_cuts)
             state["dev_curve"].append({"step": step, "samples": state["samples"],
                                        "minutes": round(state["elapsed"] / 60, 3), **dev})
             if is_main():
                 mlflow.log_metrics(dev, step=step)
-            log.info("step %d dev loss %.3f acc %.3f", step, dev["dev_loss"], dev["dev_acc"])
+            log.info("step %d dev %s", step, " ".join(f"{k[4:]} {v:.3f}" for k, v in dev.items()))
         if step % tc.checkpoint_every == 0 or step == tc.max_steps:
             save_checkpoint(ckpt_dir, net, optimizer, scheduler, state)
     return state

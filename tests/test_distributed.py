@@ -64,7 +64,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_cfg, tmp_path, 
         torchrun("decode", cfg, tmp_path / "run-decode")
         hyps = read_hyps(Path(cfg.decode.dir) / "test.beam1.jsonl")
         from slam.cache import load_cached_cuts
-        from slam.decode import batches_of
+        from slam.data import batches_of
 
         expected = [c.id for batch in batches_of(load_cached_cuts(cfg, "test"), cfg.decode.batch_size)
                     for c in batch]

@@ -115,8 +115,12 @@ def test_encoder_inside_the_step(tiny_cfg):
     """train.use_cache=false: no cache needed; the encoder runs in each step, frozen."""
     tiny_cfg.train.use_cache = False
     tiny_cfg.train.max_steps = 2
+    tiny_cfg.train.dev_wer_cuts = 3  # greedy dev WER at each evaluation, from raw audio here
     summary = train(tiny_cfg)
     assert summary["steps"] == 2
+    curve = (Path(tiny_cfg.score.dir) / "asr" / "dev_curve.csv").read_text().splitlines()
+    assert curve[0].split(",")[-1] == "dev_wer" and len(curve) == 2  # header + the eval at step 2
+    assert float(curve[1].split(",")[-1]) == summary["dev_wer"] >= 0
     assert not Path(tiny_cfg.cache.dir).exists()
     trained = _trainable(tiny_cfg)
     assert trained and not any(name.startswith("encoder.") for name in trained)
