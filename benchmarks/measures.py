@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from lhotse import CutSet
-from lhotse.dataset import SimpleCutSampler
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from torch import nn
 
 from benchmarks.env import Env, cached_set, cached_subset, peak_rss_mb, reset_peak, rss_mb, spread
@@ -50,7 +50,14 @@ def training_model(env: Env, with_encoder: bool) -> SpeechLLM:
         model = build_speech_llm(env.cfg, with_encoder=True)
     else:
         model = build_speech_llm(env.cfg, encoder_dim=encoder_dim(env))
+    if model.ctc_blank is not None:
+        model.restrict_ctc(training_tokens(env, AudioTextDataset(model.tokenizer)))
     return model.to(DEVICE).train()
+
+
+def training_tokens(env: Env, dataset: AudioTextDataset) -> set[int]:
+    """The tokens of the training transcripts: slam.train's CTC classes."""
+    return {t for cut in load_cuts(env.cfg.corpus.dir, "train") for t in dataset.tokenize(cut_text(cut))}
 
 
 def encoder_dim(env: Env) -> int:
@@ -169,12 +176,13 @@ def step_flops(model: SpeechLLM, shapes: dict[str, int]) -> dict[str, float]:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     vocab, dim = base.get_output_embeddings().weight.shape
+    ctc_classes = vocab if model.ctc_classes is None else len(model.ctc_classes)
     b, w, p = shapes["rows"], shapes["width"], shapes["audio_positions"]
     parts = {
         "body": 2 * linear_params(base.get_decoder()) * b * w,
         "attn": 4 * config.num_hidden_layers * heads * head_dim * b * w * w,
         "head": 2 * dim * vocab * shapes["labels"],
-        "ctc": 2 * dim * (vocab + 1) * b * p if model.ctc_blank is not None else 0,
+        "ctc": 2 * dim * (ctc_classes + 1) * b * p if model.ctc_blank is not None else 0,
         "proj": 2 * linear_params(model.projector) * b * p,
     }
     parts["step"] = 2 * (parts["body"] + parts["attn"] + parts["head"] + parts["ctc"]) + 3 * parts["proj"]
@@ -512,12 +520,78 @@ def _transcriber(env: Env, model: SpeechLLM, dataset: AudioTextDataset) -> Calla
     """slam.decode.decode's transcribe, over cached inputs."""
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
-        batch = dataset[cuts]
-        with autocast(env.cfg.runtime, DEVICE):
-            return model.generate(batch["inputs"].to(DEVICE), batch["lengths"].to(DEVICE), encoded=True,
-                                  num_beams=beams, max_new_tokens=env.cfg.decode.max_new_tokens)
+        return model.transcribe_batch(dataset[cuts], env.cfg.runtime, beams, env.cfg.decode.max_new_tokens)
 
     return transcribe
+
+
+# -- hot paths, before and after ----------------------------------------------------------------
+def bench_hot_paths(env: Env) -> dict[str, Section]:
+    """Sections ``ctc_classes``: the same cached training steps with the CTC loss over the whole
+    vocabulary (before) and over the training transcripts' tokens (after: slam.train), alternating;
+    ``ctc_warmup``: seconds of compute per second of audio, a warm-up step (projector + CTC, no
+    LLM) against a joint step, both on slam.train's batches."""
+    sizes, tc = env.sizes, env.cfg.train
+    model = training_model(env, with_encoder=False)
+    if model.ctc_blank is None:
+        return {}
+    optimizer = make_optimizer(model, env.cfg)
+    dataset = AudioTextDataset(model.tokenizer, None)
+    restricted = model.ctc_classes
+    pairs = train_batches(env, sizes.train_warmup + sizes.train_steps)
+    modes = {"full_vocab": None, "training_tokens": restricted}
+    best: dict[str, list[float]] = {m: [] for m in modes}
+    for i, (_, cached) in enumerate(pairs):
+        if i > sizes.train_warmup + 1 and env.out_of_time():
+            break
+        runs: dict[str, list[float]] = {m: [] for m in modes}
+        for rep in range(sizes.train_reps):
+            order = list(modes.items()) if (i + rep) % 2 == 0 else list(modes.items())[::-1]
+            for mode, classes in order:
+                model.ctc_classes = classes
+                runs[mode].append(sum(timed_step(model, dataset, cached, optimizer, env)))
+        if i >= sizes.train_warmup:
+            for mode, got in runs.items():
+                best[mode].append(min(got))
+    model.ctc_classes = restricted
+    paired = [a / b for a, b in zip(best["full_vocab"], best["training_tokens"])]
+    vocab = model.llm.get_input_embeddings().num_embeddings
+    ctc_section = {
+        "ratios": {"full_over_training_tokens_step_time": statistics.median(paired)},
+        "raw": {"step_s": {m: _stats(t) for m, t in best.items()}, "paired_ratios": paired,
+                "classes": {"full_vocab": vocab + 1, "training_tokens": len(restricted) + 1}},
+    }
+
+    # warm-up steps as slam.train.ctc_warmup takes them (its batch size), then joint steps
+    warm_sampler = DynamicBucketingSampler(load_cuts(env.cfg.corpus.dir, "train"), shuffle=True, seed=tc.seed,
+                                           max_duration=tc.ctc_warmup_max_duration, num_buckets=4)
+    warm_raw = list(itertools.islice(warm_sampler, sizes.train_steps + 1))
+    by_id = {c.id: c for c in cached_subset(env, "train", [c.id for cuts in warm_raw for c in cuts])}
+    warm_batches = [CutSet.from_cuts(by_id[c.id] for c in cuts) for cuts in warm_raw]
+    params = [p for p in model.projector.parameters() if p.requires_grad] + [model.ctc_blank]
+    warm_opt = torch.optim.AdamW(params, lr=tc.ctc_warmup_lr)
+    per_audio_s: dict[str, list[float]] = {"warmup": [], "joint": []}
+    for i, cuts in enumerate(warm_batches):
+        start = time.perf_counter()
+        batch = dataset[cuts]
+        with autocast(env.cfg.runtime, DEVICE):
+            audio, lengths = model.audio_embeddings(batch["inputs"], batch["lengths"], True)
+            loss = model.ctc_loss(audio, lengths, batch["targets"])
+        loss.backward()
+        warm_opt.step()
+        warm_opt.zero_grad(set_to_none=True)
+        if i > 0:  # the first is a warm-up of the kernels
+            per_audio_s["warmup"].append((time.perf_counter() - start) / batch["duration"])
+    for _, cached in pairs[sizes.train_warmup:]:
+        audio_s = sum(c.duration for c in cached)
+        per_audio_s["joint"].append(sum(timed_step(model, dataset, cached, optimizer, env)) / audio_s)
+    warm_section = {
+        "ratios": {"joint_over_warmup_s_per_audio_s": statistics.fmean(per_audio_s["joint"])
+                   / statistics.fmean(per_audio_s["warmup"])},
+        "raw": {"s_per_audio_s": {k: _stats(v) for k, v in per_audio_s.items()},
+                "warmup_batch_s": tc.ctc_warmup_max_duration, "joint_batch_s": tc.max_duration},
+    }
+    return {"ctc_classes": ctc_section, "ctc_warmup": warm_section}
 
 
 # -- 6: peak memory, one fresh process per probe (see benchmarks.run) --------------------------

@@ -158,7 +158,28 @@ def threads_rows(s: dict[str, Any]) -> list[Row]:
     return out
 
 
-ROWS = (("cache_vs_instep", training_rows), ("whisper_true_length", whisper_rows), ("padding", padding_rows),
+def ctc_classes_rows(s: dict[str, Any]) -> list[Row]:
+    r, t = s["raw"], s["raw"]["step_s"]
+    return [(f"Hot path: the auxiliary CTC loss in a cached training step "
+             f"({t['training_tokens']['n']} batches, alternating)",
+             f"before: CTC over the whole vocabulary ({r['classes']['full_vocab']} classes) vs after: over "
+             f"the training transcripts' tokens ({r['classes']['training_tokens']})",
+             f"{_f(t['full_vocab']['mean'])} vs {_f(t['training_tokens']['mean'])} s/step",
+             f"**{_f(s['ratios']['full_over_training_tokens_step_time'])}x** (median of paired ratios)")]
+
+
+def ctc_warmup_rows(s: dict[str, Any]) -> list[Row]:
+    r = s["raw"]
+    joint, warm = r["s_per_audio_s"]["joint"]["mean"], r["s_per_audio_s"]["warmup"]["mean"]
+    return [(f"CTC warm-up step ({r['warmup_batch_s']:.0f} s batches: projector + CTC, no LLM) vs joint "
+             f"step ({r['joint_batch_s']:.0f} s batches)",
+             "compute seconds per second of audio: joint vs warm-up",
+             f"{_f(joint, 3)} vs {_f(warm, 3)} s/s",
+             f"**{_f(s['ratios']['joint_over_warmup_s_per_audio_s'], 1)}x** cheaper per second of audio")]
+
+
+ROWS = (("cache_vs_instep", training_rows), ("ctc_classes", ctc_classes_rows),
+        ("ctc_warmup", ctc_warmup_rows), ("whisper_true_length", whisper_rows), ("padding", padding_rows),
         ("mfu", mfu_rows), ("decode_rtf", decode_rows), ("memory", memory_rows),
         ("threads", threads_rows))
 

@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, Callable[[Env], dict[str, Any]]] = {
     "training": measures.bench_training,
     "profile": measures.bench_profile,
     "decode": measures.bench_decode,
+    "hot_paths": measures.bench_hot_paths,
 }
 # Probes, each in a fresh process: name -> OMP_WAIT_POLICY for it ("inherit": the main setting;
 # None: unset, libgomp's default).
@@ -60,7 +61,7 @@ SMOKE_PROBES = ["memory:train_cached", "memory:decode_greedy", "threads:default"
 WORKER_TIMEOUT = 900  # seconds; a hung worker must not hang the whole run
 # Seconds after a worker starts past which its loops stop (once their minimum is measured), so
 # that the run stays near 15 minutes even when other jobs load the machine; unlisted: no limit.
-BUDGETS = {"whisper": 80.0, "training": 150.0, "decode": 150.0}
+BUDGETS = {"whisper": 80.0, "training": 150.0, "decode": 150.0, "hot_paths": 120.0}
 
 
 def quiet() -> None:

@@ -9,7 +9,7 @@ from benchmarks.run import SMOKE_PROBES, run_benchmarks, write_results
 from slam.cache import build_cache
 
 SECTIONS = {"cache_vs_instep", "mfu", "whisper_true_length", "padding", "decode_rtf", "memory", "threads",
-            "profile"}
+            "profile", "ctc_classes", "ctc_warmup"}
 
 
 def test_benchmarks_smoke(tiny_cfg, tmp_path):
