@@ -227,6 +227,10 @@ def render(results: dict[str, Any]) -> str:
     for key, make in ROWS:
         if key in b:
             out += [f"| {a} | {c} | {r} | {x} |" for a, c, r, x in make(b[key])]
+    later = {k: v for k, v in results.get("measured", {}).items() if v.get("created") != results["created"]}
+    if later:
+        out += ["", "Sections measured in a later run (`--only ... --merge`): " + "; ".join(
+            f"{k}: {v['created']}, load average {v['load_average'].get('start')}" for k, v in later.items())]
     if results.get("notes"):
         out += ["", "Notes:", ""] + [f"- {n}" for n in results["notes"]]
     if results.get("errors"):

@@ -225,6 +225,24 @@ def describe_assets(env: Env) -> dict[str, Any]:
     return {"kind": env.kind, "summary": summary, "trained_model": env.assets}
 
 
+def merge_results(previous_path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """The previous results with ``new``'s sections in place of theirs. Every ratio is still
+    measured within one run; ``measured`` says which run (time, load) each section comes from."""
+    if not previous_path.exists():
+        return new
+    merged = json.loads(previous_path.read_text())
+    stamp = {"created": merged.get("created"), "load_average": merged.get("load_average")}
+    measured = merged.setdefault("measured", {})
+    for name in merged["benchmarks"]:
+        measured.setdefault(name, stamp)
+    for name, section in new["benchmarks"].items():
+        merged["benchmarks"][name] = section
+        measured[name] = {"created": new.get("created"), "load_average": new.get("load_average")}
+    merged["errors"] = {**merged.get("errors", {}), **new["errors"]}
+    merged["notes"] = list(dict.fromkeys([*merged.get("notes", []), *new.get("notes", [])]))
+    return merged
+
+
 def write_results(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
@@ -238,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests); figures mean nothing")
     parser.add_argument("--only", default="",
                         help=f"comma list of {', '.join([*BENCHMARKS, 'memory', 'threads'])}")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace those sections in the existing results, keep the others "
+                             "(each section records when and under what load it was measured)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out-dir", default=str(REPO / "benchmarks"))
     parser.add_argument("--threads", type=int, default=None,
@@ -265,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     only = [x for x in args.only.split(",") if x] or None
     results = run_benchmarks(env, only=only, isolate=not args.in_process,
                              omp_wait_policy=wait_policy(args.omp_wait_policy, env))
+    if args.merge:
+        results = merge_results(Path(args.out_dir) / "results.json", results)
     json_path, md_path = write_results(results, Path(args.out_dir))
     print(md_path.read_text())
     print(f"[bench] wrote {json_path} and {md_path} in {results['total_seconds'] / 60:.1f} min")

@@ -39,3 +39,23 @@ def test_benchmarks_smoke(tiny_cfg, tmp_path):
     text = md_path.read_text()
     assert json_path.exists() and "| measurement | compared | raw figures | ratio |" in text
     assert results["machine"]["cpu"] in text and "tiny random models (test)" in text
+
+
+def test_merge_keeps_other_sections_and_says_when_each_was_measured(tmp_path):
+    import json
+
+    from benchmarks.run import merge_results
+
+    old = {"created": "day 1", "load_average": {"start": [1.0]}, "errors": {}, "notes": ["a"],
+           "benchmarks": {"padding": {"ratios": {"x": 1.0}}, "hot_paths_old": {"ratios": {"y": 2.0}}}}
+    new = {"created": "day 2", "load_average": {"start": [0.5]}, "errors": {}, "notes": ["a", "b"],
+           "benchmarks": {"hot_paths_old": {"ratios": {"y": 3.0}}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(old))
+    merged = merge_results(path, new)
+    assert merged["benchmarks"]["padding"]["ratios"]["x"] == 1.0
+    assert merged["benchmarks"]["hot_paths_old"]["ratios"]["y"] == 3.0
+    assert merged["measured"]["padding"]["created"] == "day 1"
+    assert merged["measured"]["hot_paths_old"]["created"] == "day 2"
+    assert merged["notes"] == ["a", "b"]
+    assert merge_results(tmp_path / "absent.json", new) is new
