@@ -34,7 +34,7 @@ from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
 from slam.tracking import start_run
 from slam.train import MODEL
-from slam.utils import atomic_write_json, atomic_write_text, setup_runtime
+from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
@@ -221,11 +221,13 @@ def decode_baseline(cfg: SlamConfig) -> dict:
         # [channels, samples] -> mono: the average of the channels, as the encoders take it
         audio = [np.asarray(c.resample(sample_rate).load_audio().mean(axis=0)) for c in cuts]
         feats = processor.feature_extractor(audio, sampling_rate=sample_rate, return_tensors="pt")
-        ids = model.generate(feats.input_features.to(device), num_beams=beams,
-                             max_new_tokens=cfg.baseline.max_new_tokens, **language)
+        # the same autocast as the LLM-based system: padded to 30 s, Whisper's encoder dominates
+        with autocast(cfg.runtime, device):
+            ids = model.generate(feats.input_features.to(device), num_beams=beams,
+                                 max_new_tokens=cfg.baseline.max_new_tokens, **language)
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
     sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
     key = decode_key("whisper", fingerprint(cfg.encoder.path), cfg.baseline.batch_size,
-                     cfg.baseline.max_new_tokens)
+                     cfg.baseline.max_new_tokens, cfg.runtime.precision)
     return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe, key)
