@@ -30,6 +30,7 @@ from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
 from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
+from slam.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.corpora.base import CORPORA, CorpusBuild
 from slam.corpora.text import SPLITS

@@ -5,10 +5,12 @@ Extra report sections (``score.reports``: MER, the biasing table) are registered
 """
 
 from slam.metrics.biasing import biased_counts, score_biasing
+from slam.metrics.captions import score_captions
 from slam.metrics.mer import mixed_units, score_mer
 from slam.metrics.normalize import NORMALIZERS, normalize
 from slam.metrics.wer import score_wer
 
 __all__ = [
-    "NORMALIZERS", "biased_counts", "mixed_units", "normalize", "score_biasing", "score_mer", "score_wer",
+    "NORMALIZERS", "biased_counts", "mixed_units", "normalize", "score_biasing", "score_captions",
+    "score_mer", "score_wer",
 ]
