@@ -28,7 +28,7 @@ from slam.data import ENCODER_OUT, AudioTextDataset, batches_of, cut_text, load_
 from slam.encoders import build_encoder
 from slam.metrics.wer import score_wer
 from slam.model import IGNORE_INDEX, SpeechLLM, build_speech_llm, load_assets
-from slam.train import Batches, make_optimizer
+from slam.train import Batches, make_optimizer, warmup_loss
 from slam.utils import autocast, seed_everything
 
 DEVICE = torch.device("cpu")
@@ -50,14 +50,10 @@ def training_model(env: Env, with_encoder: bool) -> SpeechLLM:
         model = build_speech_llm(env.cfg, with_encoder=True)
     else:
         model = build_speech_llm(env.cfg, encoder_dim=encoder_dim(env))
-    if model.ctc_blank is not None:
-        model.restrict_ctc(training_tokens(env, AudioTextDataset(model.tokenizer)))
+    if model.ctc_blank is not None:  # slam.train's CTC classes: the training transcripts' tokens
+        train_cuts = load_cuts(env.cfg.corpus.dir, "train")
+        model.restrict_ctc(AudioTextDataset(model.tokenizer).token_set(train_cuts))
     return model.to(DEVICE).train()
-
-
-def training_tokens(env: Env, dataset: AudioTextDataset) -> set[int]:
-    """The tokens of the training transcripts: slam.train's CTC classes."""
-    return {t for cut in load_cuts(env.cfg.corpus.dir, "train") for t in dataset.tokenize(cut_text(cut))}
 
 
 def encoder_dim(env: Env) -> int:
@@ -574,10 +570,7 @@ def bench_hot_paths(env: Env) -> dict[str, Section]:
     for i, cuts in enumerate(warm_batches):
         start = time.perf_counter()
         batch = dataset[cuts]
-        with autocast(env.cfg.runtime, DEVICE):
-            audio, lengths = model.audio_embeddings(batch["inputs"], batch["lengths"], True)
-            loss = model.ctc_loss(audio, lengths, batch["targets"])
-        loss.backward()
+        warmup_loss(model, batch, env.cfg.runtime, DEVICE).backward()
         warm_opt.step()
         warm_opt.zero_grad(set_to_none=True)
         if i > 0:  # the first is a warm-up of the kernels

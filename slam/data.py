@@ -44,6 +44,10 @@ class AudioTextDataset(torch.utils.data.Dataset):
         """The answer tokens a transcript becomes."""
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def token_set(self, cuts: CutSet) -> set[int]:
+        """Every answer token of ``cuts``' transcripts (the CTC classes of a training set)."""
+        return {t for cut in cuts for t in self.tokenize(cut_text(cut))}
+
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)
         if self.encoder is None:

@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ from torch.distributed.checkpoint.state_dict import (
 
 from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
 from slam.cache import cache_dim, load_cached_cuts
-from slam.config import SlamConfig, as_dict
+from slam.config import RuntimeConfig, SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
+from slam.data import AudioTextDataset, batches_of, load_cuts
 from slam.distributed import (
     barrier,
     is_main,
@@ -186,6 +187,14 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) ->
     return json.loads((ckpt / "state.json").read_text())
 
 
+def warmup_loss(model: SpeechLLM, batch: dict[str, Any], runtime: RuntimeConfig, device) -> torch.Tensor:
+    """The warm-up's loss of one batch: CTC of the projected audio, no LLM forward."""
+    with autocast(runtime, device):
+        inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
+        audio, lengths = model.audio_embeddings(inputs, lengths, batch["encoded"])
+        return model.ctc_loss(audio, lengths, batch["targets"])
+
+
 def ctc_warmup(model: SpeechLLM, cuts: CutSet, dataset: AudioTextDataset, cfg: SlamConfig, device) -> dict:
     """Fit the projector (and the CTC blank) alone to the auxiliary CTC loss, without the LLM.
 
@@ -194,15 +203,8 @@ def ctc_warmup(model: SpeechLLM, cuts: CutSet, dataset: AudioTextDataset, cfg: S
     """
     tc = cfg.train
     start = time.monotonic()
-    encoded = dataset.encoder is None
-
-    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
-        with autocast(cfg.runtime, device):
-            inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
-            audio, lengths = model.audio_embeddings(inputs, lengths, encoded)
-            return model.ctc_loss(audio, lengths, batch["targets"])
-
     params = [p for p in model.projector.parameters() if p.requires_grad] + [model.ctc_blank]
+    loss_of = partial(warmup_loss, model, runtime=cfg.runtime, device=device)
     loss = fit_ctc(params, loss_of, cuts, dataset, tc.ctc_warmup_steps, tc.ctc_warmup_lr,
                    tc.ctc_warmup_max_duration, seed=tc.seed, warmup_steps=min(50, tc.ctc_warmup_steps),
                    max_grad_norm=tc.max_grad_norm, name="ctc warm-up")  # fmt: skip
@@ -295,7 +297,7 @@ def train(cfg: SlamConfig) -> dict:
     n_wer = min(cfg.train.dev_wer_cuts, len(dev_cuts))
     wer_cuts = dev_cuts.subset(first=n_wer) if n_wer else None
     if model.ctc_blank is not None:
-        model.restrict_ctc(t for cut in train_cuts for t in dataset.tokenize(cut_text(cut)))
+        model.restrict_ctc(dataset.token_set(train_cuts))
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
     log.info("trainable parameters: %.2fM; %d process(es)", n_trainable / 1e6, world_size())
 

@@ -18,7 +18,6 @@ whatever ``num_clips`` is (each clip has its own generators, seeded by ``(seed, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
-from slam.corpora.text import SPLITS
+from slam.corpora.text import SPLITS, split_of_key
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +130,6 @@ def draw_scene(rng: np.random.Generator) -> Scene:
         fg = sorted((e for e in events if e.kind != "hum"), key=lambda e: e.key)
         events = fg + [e for e in events if e.kind == "hum"]
     return Scene(tuple(events), overlap, bool(rng.random() < 0.3), bool(rng.random() < 0.3))
-
-
-def split_of_key(key: str, dev_fraction: float, test_fraction: float) -> str:
-    """``train``/``dev``/``test`` from a stable hash of a :attr:`Scene.key` (never Python's
-    ``hash``): the same scene lands in the same set on every run and machine."""
-    u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + dev_fraction:
-        return "dev"
-    return "train"
 
 
 # ------------------------------------------------------------------------------ captions

@@ -227,8 +227,13 @@ def split_of(text: str, dev_fraction: float, test_fraction: float) -> str:
     Depends on the sentence only, not on the seed or the pool: the same sentence lands in the
     same set on every run and machine, so no sentence ever crosses sets.
     """
-    digest = hashlib.sha256(sentence_key(text).encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    return split_of_key(sentence_key(text), dev_fraction, test_fraction)
+
+
+def split_of_key(key: str, dev_fraction: float, test_fraction: float) -> str:
+    """``train``/``dev``/``test`` from a stable hash of any identity string (a sentence key,
+    a scene key): the same key lands in the same set on every run and machine."""
+    u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
     if u < test_fraction:
         return "test"
     if u < test_fraction + dev_fraction:
