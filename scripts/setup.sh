@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
   wordnet-base fortunes asterisk-core-sounds-en-wav asterisk-core-sounds-en git
+  tuxpaint-stamps-default  # the captioning recipe's real test set (sounds with descriptions)
+  default-jre-headless  # METEOR and the PTB tokenizer of the caption metrics are Java programs
 )
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

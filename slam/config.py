@@ -48,8 +48,10 @@ class CorpusConfig:
     """What the prepare stage builds (``slam.corpora.CORPORA`` names the builders)."""
 
     dir: str = "data/asr/corpus"
-    # synthetic TTS speech
-    num_utterances: int = 3000  # total over train/dev/test
+    # what is synthesised (``slam.corpora.SYNTHESIZERS``): "tts" speech over sentences, or
+    # "scenes", sound scenes with several reference captions each (recipe aac)
+    source: str = "tts"
+    num_utterances: int = 3000  # total over train/dev/test (clips, for scenes)
     dev_fraction: float = 0.05
     test_fraction: float = 0.08
     engines: list[str] = field(default_factory=lambda: ["espeak", "flite", "festival"])
@@ -225,6 +227,29 @@ class BiasConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Audio captioning (paper V-A), used when ``recipe`` is ``aac``.
+
+    The training target is one of each clip's reference captions, a different one each epoch.
+    After the LLM, the train stage fits a small contrastive audio-text model (audio branch on
+    the cached encoder outputs, text branch on the frozen sentence encoder ``text_model``):
+    it picks the CLAP-Refine caption among the hypotheses of ``refine_beams`` and retrieves
+    the nearest training caption for the retrieval baseline.
+    """
+
+    text_model: str = "models/all-minilm-l6-v2"  # also the sentence-similarity metric's encoder
+    dim: int = 256  # joint embedding size
+    hidden: int = 512  # audio branch MLP width
+    steps: int = 1500
+    lr: float = 1.0e-3
+    batch_size: int = 128  # clips per contrastive batch
+    temperature: float = 0.07  # initial softmax temperature (learned)
+    seed: int = 0
+    refine_beams: list[int] = field(default_factory=lambda: [2, 3, 4])  # subset of decode.num_beams
+    meteor: bool = True  # METEOR needs Java (~10 s to start): off for quick runs
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how to compute. Under ``torchrun`` the world size, ranks and nodes come
     from its environment variables; ``device: cuda`` then means ``cuda:$LOCAL_RANK``."""
@@ -260,6 +285,7 @@ class SlamConfig:
     )
     score: ScoreConfig = field(default_factory=ScoreConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     profile: str = "default"

@@ -26,7 +26,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
     With ``encoder`` unset the cuts carry cached encoder outputs; otherwise the encoder's
     input features are extracted from the audio here and the encoder runs in the step.
     ``instruction(cut, epoch)``, when given, makes each row's own instruction (a prompt with
-    the cut's biasing list); batches then carry ``instructions``.
+    the cut's biasing list); batches then carry ``instructions``. ``target(cut, epoch)``, when
+    given, makes each row's answer (one of a clip's reference captions) instead of its text.
     """
 
     def __init__(
@@ -34,10 +35,12 @@ class AudioTextDataset(torch.utils.data.Dataset):
         tokenizer: PreTrainedTokenizerBase,
         encoder: AudioEncoder | None = None,
         instruction: Callable[[Any, int], str] | None = None,
+        target: Callable[[Any, int], str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.instruction = instruction
+        self.target = target
         self.epoch = 0  # set by the training loop: random training lists change every epoch
 
     def tokenize(self, text: str) -> list[int]:
@@ -55,7 +58,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         else:
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
-        texts = [cut_text(c) for c in cuts]
+        texts = [self.target(c, self.epoch) if self.target else cut_text(c) for c in cuts]
         targets = [self.tokenize(t) for t in texts]
         batch = {
             "ids": [c.id for c in cuts],

@@ -28,7 +28,16 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from slam.biasing import biasing_on, decode_instruction, prepare_decoding
 from slam.cache import cache_dim, cache_key, load_cached_cuts
-from slam.config import DecodeConfig, SlamConfig, as_dict
+from slam.captioning import (
+    MOST_FREQUENT,
+    REFINE,
+    RETRIEVAL,
+    captioning_on,
+    load_caption_space,
+    most_frequent_caption,
+    training_captions,
+)
+from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
 from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
@@ -204,10 +213,61 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
     )  # fmt: skip
-    return decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
+    timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
+    if captioning_on(cfg) and is_main():
+        caption_systems(cfg, sets, assets)
+    return timing
+
+
+def caption_systems(cfg: SlamConfig, sets: dict[str, CutSet], assets: Path) -> None:
+    """Recipe aac, after the beams: ``<set>.refine.jsonl`` (CLAP-Refine: of the hypotheses of
+    ``caption.refine_beams``, the one nearest the audio under the contrastive model) and
+    ``<set>.retrieval.jsonl`` (the baseline: the training caption nearest the audio)."""
+    beams = list(cfg.caption.refine_beams)
+    if not beams or set(beams) - set(cfg.decode.num_beams):
+        raise ConfigError(f"caption.refine_beams {beams} must be a non-empty subset of decode.num_beams "
+                          f"{list(cfg.decode.num_beams)}")  # fmt: skip
+    space = load_caption_space(assets, cfg.caption)
+    bank = training_captions(load_cuts(cfg.corpus.dir, "train"))
+    out = Path(cfg.decode.dir)
+    for name, cuts in sets.items():
+        by_beam = [{r["id"]: r["hyp"] for r in read_hyps(out / f"{name}.beam{b}.jsonl")} for b in beams]
+        refined = space.refine(cuts, [[hyps[c.id] for hyps in by_beam] for c in cuts])
+        retrieved = space.nearest(cuts, bank)
+        for label, hyps in ((REFINE, refined), (RETRIEVAL, retrieved)):
+            write_hyps(out / f"{name}.{label}.jsonl",
+                       [{"id": c.id, "ref": cut_text(c), "hyp": h} for c, h in zip(cuts, hyps)])
+        log.info("%s: CLAP-Refine over beams %s and the retrieval baseline written", name, beams)
 
 
 def decode_baseline(cfg: SlamConfig) -> dict:
+    """The baseline stage: the most frequent training caption for recipe aac (the retrieval
+    baseline comes with the decode stage, as it needs the trained contrastive model), else
+    Whisper's own decoder."""
+    if captioning_on(cfg):
+        return most_frequent_baseline(cfg)
+    return decode_whisper(cfg)
+
+
+def most_frequent_baseline(cfg: SlamConfig) -> dict:
+    """``<set>.most_frequent.jsonl``: every clip gets the most frequent training caption."""
+    caption = most_frequent_caption(load_cuts(cfg.corpus.dir, "train"))
+    out = Path(cfg.baseline.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    with start_run(cfg, "baseline") as run:
+        mlflow.log_param("caption", caption)
+        for name in cfg.baseline.sets:
+            cuts = load_cuts(cfg.corpus.dir, name)
+            write_hyps(out / f"{name}.{MOST_FREQUENT}.jsonl",
+                       [{"id": c.id, "ref": cut_text(c), "hyp": caption} for c in cuts])
+            counts[name] = len(cuts)
+        atomic_write_json(out / RUN_FILE, {"mlflow_run_id": run.info.run_id})
+    log.info("most frequent training caption %r for %s", caption, counts)
+    return {"caption": caption, "sets": counts}
+
+
+def decode_whisper(cfg: SlamConfig) -> dict:
     """Whisper's own decoder on the same sets (the paper's "Whisper Enc. + Whisper Dec." row)."""
     device = setup_runtime(cfg.runtime)
     model = WhisperForConditionalGeneration.from_pretrained(cfg.encoder.path).to(device).eval()

@@ -47,16 +47,20 @@ def learning_curve(metrics_dir: Path, out: Path) -> Path | None:
     return out
 
 
-def wer_bars(metrics: dict[str, dict[str, dict]], out: Path) -> Path:
-    """WER (%) of every system on every set and decoding."""
+def score_bars(
+    metrics: dict[str, dict[str, dict]], out: Path, key: str = "wer", label: str = "WER (%)",
+    scale: float = 100,
+) -> Path:
+    """One score (``key`` of each summary, times ``scale``) of every system on every set and decoding."""
     keys = sorted({k for results in metrics.values() for k in results})
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(keys)), 4))
     width = 0.8 / max(1, len(metrics))
     for i, (system, results) in enumerate(metrics.items()):
         xs = [j + i * width for j in range(len(keys))]
-        ax.bar(xs, [100 * results[k]["wer"] if k in results else 0 for k in keys], width, label=system)
+        values = [scale * (results[k].get(key) or 0) if k in results else 0 for k in keys]
+        ax.bar(xs, values, width, label=system)
     ax.set_xticks([j + width * (len(metrics) - 1) / 2 for j in range(len(keys))], keys)
-    ax.set_ylabel("WER (%)")
+    ax.set_ylabel(label)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 
+from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captioning_on, captions_of
 from slam.config import SlamConfig
+from slam.data import load_cuts
 from slam.decode import RUN_FILE, read_hyps
 from slam.metrics import score_wer
+from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
-from slam.plots import learning_curve, wer_bars
+from slam.plots import learning_curve, score_bars
 from slam.tracking import log_dvc_lock, start_run
 from slam.utils import atomic_write_json, atomic_write_text
 
@@ -20,19 +24,53 @@ log = logging.getLogger(__name__)
 
 # system name -> how the results table labels it
 SYSTEMS = {"llm": "LLM-based (encoder + projector + LLM)", "whisper": "Whisper (own decoder)"}
+# recipe aac: hypothesis label (after the set name) -> system
+CAPTION_SYSTEMS = {REFINE: "LLM-based + CLAP-Refine", RETRIEVAL: "nearest training caption (contrastive)",
+                   MOST_FREQUENT: "most frequent training caption"}  # fmt: skip
+# the results table's caption columns: summary key -> heading
+CAPTION_COLUMNS = {"bleu_1": "BLEU-1", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L",
+                   "cider_d": "CIDEr-D", "spice": "SPICE", "spider": "SPIDEr", "fense": "FENSE",
+                   "sim_best": "MiniLM sim."}  # fmt: skip
+SCORES = "scores.json"  # per system: per hypothesis file (set.decoding), its summary
 
 
-def score_system(hyps_dir: Path, normalizer: str, errors_dir: Path) -> dict:
+def score_system(hyps_dir: Path, errors_dir: Path, score_rows: Callable[[str, list[dict]], dict]) -> dict:
+    """Score every hypothesis file of ``hyps_dir``; per-utterance rows into ``errors_dir``."""
     results = {}
-    for path in sorted(hyps_dir.glob("*.beam*.jsonl")):
-        rows = read_hyps(path)
-        scored = score_wer({r["id"]: r["ref"] for r in rows}, {r["id"]: r["hyp"] for r in rows}, normalizer)
+    for path in sorted(hyps_dir.glob("*.jsonl")):
         name = path.name.removesuffix(".jsonl")
+        scored = score_rows(name.split(".")[0], read_hyps(path))
         results[name] = scored["summary"]
         errors_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(errors_dir / f"{name}.jsonl",
                           "".join(json.dumps(r) + "\n" for r in scored["utterances"]))
     return results
+
+
+def wer_rows(normalizer: str) -> Callable[[str, list[dict]], dict]:
+    def score_rows(set_name: str, rows: list[dict]) -> dict:
+        return score_wer({r["id"]: r["ref"] for r in rows}, {r["id"]: r["hyp"] for r in rows}, normalizer)
+
+    return score_rows
+
+
+def caption_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
+    """Recipe aac: every reference caption of each clip comes from the corpus manifests."""
+    references: dict[str, dict[str, list[str]]] = {}
+
+    def score_rows(set_name: str, rows: list[dict]) -> dict:
+        if set_name not in references:
+            references[set_name] = {c.id: captions_of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
+        refs = {r["id"]: references[set_name][r["id"]] for r in rows}
+        return score_captions(refs, {r["id"]: r["hyp"] for r in rows}, sentence_model=cfg.caption.text_model,
+                              meteor=cfg.caption.meteor)  # fmt: skip
+
+    return score_rows
+
+
+def _decoding(label: str) -> str:
+    beam = label.removeprefix("beam")
+    return "greedy" if beam == "1" else f"beam {beam}"
 
 
 def results_table(metrics: dict, train: dict | None) -> str:
@@ -47,39 +85,78 @@ def results_table(metrics: dict, train: dict | None) -> str:
             for s in sets:
                 r = results.get(f"{s}.beam{beam}")
                 cells.append(f"{100 * r['wer']:.1f}" if r else "missing")
-            decoding = "greedy" if beam == "1" else f"beam {beam}"
-            lines.append(f"| {SYSTEMS.get(system, system)} | {decoding} | " + " | ".join(cells) + " |")
-    if train:
-        lines.append("")
-        lines.append(f"LLM-based model: {train['steps']} steps, {train['samples']} utterances seen, "
-                     f"{train['train_minutes']:.1f} min of training, "
-                     f"{train['trainable_params'] / 1e6:.2f}M trainable parameters.")
-    return "\n".join(lines) + "\n"
+            label = f"| {SYSTEMS.get(system, system)} | {_decoding('beam' + beam)} | "
+            lines.append(label + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + training_line(train)
+
+
+def captions_table(metrics: dict, train: dict | None) -> str:
+    """Markdown: one row per set, system and decoding; a column per caption metric. A metric
+    that could not run here reads "n/a" with its reason below the table."""
+    lines = ["| set | system | " + " | ".join(CAPTION_COLUMNS.values()) + " |",
+             "|---|---|" + "---|" * len(CAPTION_COLUMNS)]
+    reasons: dict[str, str] = {}
+    def order(row: tuple) -> tuple:  # per set: the LLM's beams, then CAPTION_SYSTEMS' order
+        set_name, label = row[0], row[1]
+        if label.startswith("beam"):
+            return set_name, 0, int(label.removeprefix("beam"))
+        known = list(CAPTION_SYSTEMS)
+        return set_name, 1, known.index(label) if label in known else len(known)
+
+    summaries = [(*name.split(".", 1), summary) for results in metrics.values()
+                 for name, summary in results.items()]  # fmt: skip
+    rows = sorted(summaries, key=order)
+    for set_name, label, summary in rows:
+        system = CAPTION_SYSTEMS.get(label) or f"LLM-based, {_decoding(label)}"
+        cells = []
+        for key in CAPTION_COLUMNS:
+            value = summary.get(key)
+            cells.append("n/a" if value is None else f"{value:.3f}")
+            if value is None and key in summary.get("unavailable", {}):
+                reasons[CAPTION_COLUMNS[key]] = summary["unavailable"][key]
+        lines.append(f"| {set_name} | {system} | " + " | ".join(cells) + " |")
+    lines += ["", *(f"- {name} n/a: {reason}" for name, reason in reasons.items())]
+    return "\n".join(lines) + "\n" + training_line(train)
+
+
+def training_line(train: dict | None) -> str:
+    if not train:
+        return ""
+    return (f"\nLLM-based model: {train['steps']} steps, {train['samples']} utterances seen, "
+            f"{train['train_minutes']:.1f} min of training, "
+            f"{train['trainable_params'] / 1e6:.2f}M trainable parameters.\n")
 
 
 def score(cfg: SlamConfig) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     errors_root = Path(cfg.train.dir) / "errors"
+    captions = captioning_on(cfg)
+    score_rows = caption_rows(cfg) if captions else wer_rows(cfg.score.normalizer)
+    baseline = "baseline" if captions else "whisper"
+    logged = list(CAPTION_COLUMNS) if captions else ["wer"]
     metrics = {}
-    for system, directory in (("llm", Path(cfg.decode.dir)), ("whisper", Path(cfg.baseline.dir))):
+    for system, directory in (("llm", Path(cfg.decode.dir)), (baseline, Path(cfg.baseline.dir))):
         if not directory.exists():
             continue
-        metrics[system] = score_system(directory, cfg.score.normalizer, errors_root / system)
+        metrics[system] = score_system(directory, errors_root / system, score_rows)
         run_file = directory / RUN_FILE
         if run_file.exists():
             with start_run(cfg, system, run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
                 for name, summary in metrics[system].items():
-                    mlflow.log_metric(f"wer_{name.replace('.', '_')}", summary["wer"])
+                    mlflow.log_metrics({f"{key}_{name.replace('.', '_')}": summary[key]
+                                        for key in logged if summary.get(key) is not None})  # fmt: skip
                 mlflow.log_artifacts(str(errors_root / system), "errors")
                 mlflow.log_artifacts(str(directory), "hyps")
                 log_dvc_lock()  # by now dvc.lock pins every stage this system came from
-    atomic_write_json(metrics_dir / "wer.json", metrics)
+    atomic_write_json(metrics_dir / SCORES, metrics)
     train_file = metrics_dir / "train.json"
     train = json.loads(train_file.read_text()) if train_file.exists() else None
-    table = results_table(metrics, train) + run_reports(cfg, metrics_dir)  # score.reports: extra sections
+    table = (captions_table if captions else results_table)(metrics, train)
+    table += run_reports(cfg, metrics_dir)  # score.reports: extra sections
     atomic_write_text(metrics_dir / "results.md", table)
-    figures = [wer_bars(metrics, metrics_dir / "wer.png"),
-               learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
+    bars = score_bars(metrics, metrics_dir / "scores.png", "cider_d", "CIDEr-D", 1) if captions else \
+        score_bars(metrics, metrics_dir / "scores.png")
+    figures = [bars, learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
     run_file = Path(cfg.decode.dir) / RUN_FILE
     if run_file.exists():  # the figures and table belong to the trained system's run
         with start_run(cfg, "llm", run_id=json.loads(run_file.read_text())["mlflow_run_id"]):

@@ -237,6 +237,8 @@ def build_table(spec: TableSpec, runs: list[Run], source: str = "") -> Table:
         line = []
         for col in spec.columns:
             metric = col.metric or row.metric or spec.metric or ""
+            # a column's metric may name a per-row part: "cider_d_test_{row}" + row metric "refine"
+            metric = metric.replace("{row}", row.metric or "")
             found = [r for r in wanted if matches(r, row.match) and matches(r, col.match)
                      and metric in r.data.metrics]
             # most recent first; the run id breaks ties so the choice is deterministic

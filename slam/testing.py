@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    BertConfig,
+    BertModel,
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -61,6 +63,20 @@ def save_tiny_llm(directory: str | Path, hidden: int = 32, layers: int = 2, seed
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def save_tiny_sentence_encoder(directory: str | Path, hidden: int = 16, seed: int = 0) -> Path:
+    """A random BERT with a byte-level BPE tokenizer: loads as the zoo's MiniLM does."""
+    directory = Path(directory)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(["[PAD]", "[UNK]"]), pad_token="[PAD]",
+                                        unk_token="[UNK]")  # fmt: skip
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
+                        pad_token_id=tokenizer.pad_token_id, architectures=["BertModel"])  # fmt: skip
+    BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -36,7 +36,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
 from slam.cache import cache_dim, load_cached_cuts
-from slam.config import RuntimeConfig, SlamConfig, as_dict
+from slam.captioning import caption_target, captioning_on, fit_contrastive, save_contrastive
+from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
 from slam.data import AudioTextDataset, batches_of, load_cuts
@@ -51,6 +52,7 @@ from slam.distributed import (
 )
 from slam.metrics import score_wer
 from slam.model import SpeechLLM, build_speech_llm, save_assets
+from slam.sentence import SentenceEncoder
 from slam.tracking import start_run
 from slam.tuning import uses_cache
 from slam.utils import atomic_dir, atomic_write_json, autocast, seed_everything, setup_runtime
@@ -285,9 +287,14 @@ def train(cfg: SlamConfig) -> dict:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # recipe asr_bias: every row's prompt carries its own biasing list (slam.biasing)
     lists = training_lists(train_cuts, cfg.bias) if biasing_on(cfg) else None
-    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, lists)
-    # dev rows keep the lists of epoch 0, so that dev losses stay comparable along the run
-    dev_dataset = dataset if lists is None else AudioTextDataset(model.tokenizer, dataset.encoder, lists)
+    # recipe aac: each epoch trains on another of a clip's reference captions (slam.captioning)
+    target = caption_target if captioning_on(cfg) else None
+    if target is not None and not use_cache:
+        raise ConfigError("recipe aac: the contrastive model reads cached encoder outputs, "
+                          "set train.use_cache: true")
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, lists, target)
+    # dev rows keep the lists and captions of epoch 0, so that dev losses stay comparable along the run
+    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, lists, target)
     dev_batches = list(
         DynamicBucketingSampler(
             dev_cuts.subset(first=min(cfg.train.dev_max_cuts, len(dev_cuts))),
@@ -345,6 +352,10 @@ def train(cfg: SlamConfig) -> dict:
                 train_cuts, AudioTextDataset(model.tokenizer, dataset.encoder),
                 cache_dim(cfg) if use_cache else model.encoder.dim, cfg.bias, device, cfg.train.seed,
             )  # fmt: skip
+        contrast = None
+        if target is not None and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
+            contrast, summary["contrastive_loss"] = fit_contrastive(
+                train_cuts, SentenceEncoder(cfg.caption.text_model), cfg.caption)
         weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP
         if is_main():
             mlflow.log_metrics(final_dev, step=state["step"])
@@ -362,6 +373,8 @@ def train(cfg: SlamConfig) -> dict:
                 save_assets(to_save, tmp, info)
                 if ctc_head is not None:
                     save_ctc_head(ctc_head, tmp)
+                if contrast is not None:
+                    save_contrastive(contrast, tmp, cfg.caption.text_model)
             mlflow.log_artifacts(str(out_dir / MODEL), "model")
             write_curve(metrics_dir / "train_curve.csv", state["curve"])
             write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])

@@ -11,7 +11,7 @@ from lhotse import CutSet, Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 
 from slam.config import SlamConfig
-from slam.testing import save_tiny_llm, save_tiny_whisper
+from slam.testing import save_tiny_llm, save_tiny_sentence_encoder, save_tiny_whisper
 
 WORDS = "the quick brown fox jumps over the lazy dog hello world".split()
 
@@ -19,7 +19,8 @@ WORDS = "the quick brown fox jumps over the lazy dog hello world".split()
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {"whisper": save_tiny_whisper(root / "whisper"), "llm": save_tiny_llm(root / "llm")}
+    return {"whisper": save_tiny_whisper(root / "whisper"), "llm": save_tiny_llm(root / "llm"),
+            "sentence": save_tiny_sentence_encoder(root / "sentence")}
 
 
 def write_corpus(directory: Path, sets: dict[str, int], seed: int = 0) -> None:
@@ -49,6 +50,7 @@ def tiny_cfg(tmp_path, tiny_models) -> SlamConfig:
     cfg = SlamConfig()
     cfg.encoder.path = str(tiny_models["whisper"])
     cfg.llm.path = str(tiny_models["llm"])
+    cfg.caption.text_model = str(tiny_models["sentence"])
     cfg.corpus.dir = str(tmp_path / "corpus")
     cfg.cache.dir = str(tmp_path / "cache")
     cfg.train.dir = str(tmp_path / "exp")

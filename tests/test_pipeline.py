@@ -58,7 +58,7 @@ def test_repro_then_noop_then_experiment(project):
     out = run(["dvc", "repro"], project)
     for stage in ("zoo", "prepare", "cache", "train", "decode", "baseline", "score"):
         assert f"Running stage '{stage}'" in out
-    metrics = json.loads((project / "metrics/asr/wer.json").read_text())
+    metrics = json.loads((project / "metrics/asr/scores.json").read_text())
     assert set(metrics) == {"llm", "whisper"}
     assert metrics["llm"]["test.beam1"]["utterances"] > 0
     assert 0 <= metrics["whisper"]["test.beam1"]["wer"]

@@ -72,7 +72,7 @@ def run_system(base: SlamConfig, out: Path, baseline: bool, dvc_root: Path,
     if baseline:
         ids["whisper"] = json.loads((Path(cfg.baseline.dir) / RUN_FILE).read_text())["mlflow_run_id"]
     return {"cfg": cfg, "ids": ids,
-            "wer": json.loads((Path(cfg.score.dir) / cfg.recipe / "wer.json").read_text())}
+            "wer": json.loads((Path(cfg.score.dir) / cfg.recipe / "scores.json").read_text())}
 
 
 @pytest.fixture(scope="module")

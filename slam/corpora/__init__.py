@@ -2,7 +2,8 @@
 
 ``prepare_corpus`` writes into ``corpus.dir``:
 
-* ``audio/synth/*.wav``: synthetic speech (16 kHz mono, silence trimmed), see :mod:`.tts`;
+* ``audio/synth/*.wav``: what ``corpus.source`` synthesises: speech (16 kHz mono, silence
+  trimmed, :mod:`.tts`) or sound scenes with several captions per clip (:mod:`.scenes`);
 * ``train|dev|test.jsonl.gz``: the synthetic sets, split by a hash of the sentence;
 * ``<name>.jsonl.gz`` for every real set in ``corpus.real_sets`` (``CORPORA`` builders, e.g.
   ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
@@ -30,11 +31,12 @@ from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
 from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
+from slam.corpora import scenes as _scenes  # noqa: F401  (registers the scenes source)
+from slam.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.corpora import user as _user  # noqa: F401  (registers user_manifest)
-from slam.corpora.base import CORPORA, CorpusBuild
+from slam.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
 from slam.corpora.text import SPLITS
-from slam.corpora.tts import synthesize_corpus
 from slam.corpora.validate import BadInputError, validate_cuts
 from slam.tracking import start_run
 
@@ -93,7 +95,7 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
 
     synth_splits = [s for s in SPLITS if s not in c.user_manifests] if c.num_utterances > 0 else []
     if synth_splits:
-        synth, summary = synthesize_corpus(c, out / "audio" / "synth", synth_splits)
+        synth, summary = SYNTHESIZERS.build(c.source, c, out / "audio" / "synth", synth_splits)
         stats["synthesis"] = summary
         failed = summary["failed_by_split"]
         for split, cuts in synth.items():
@@ -101,7 +103,7 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
             if failed.get(split):
                 counts["skipped"]["render_failed"] = failed[split]
             sets[split] = cuts
-            set_stats[split] = {**counts, "source": "tts"}
+            set_stats[split] = {**counts, "source": c.source}
     for name in c.real_sets:
         sets[name], set_stats[name] = CORPORA.build(name, c)
     for name, path in c.user_manifests.items():

@@ -15,3 +15,7 @@ from slam.registry import Registry
 CorpusBuild = tuple[CutSet, dict[str, Any]]
 
 CORPORA: Registry[CorpusBuild] = Registry("corpus")
+
+# What ``corpus.source`` synthesises: ``(cfg, audio_dir, splits) -> (cuts per split, summary)``
+SynthesisBuild = tuple[dict[str, CutSet], dict[str, Any]]
+SYNTHESIZERS: Registry[SynthesisBuild] = Registry("corpus source")

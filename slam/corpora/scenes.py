@@ -21,13 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
+from slam.config import CorpusConfig
+from slam.corpora.base import SYNTHESIZERS
 from slam.corpora.text import SPLITS, split_of_key
 
 log = logging.getLogger(__name__)
@@ -521,3 +525,18 @@ def synthesize_scenes(
         audio_seconds / 3600, wall, audio_seconds / max(wall, 1e-9),
     )  # fmt: skip
     return {split: CutSet.from_cuts(cuts) for split, cuts in by_split.items()}
+
+
+@SYNTHESIZERS.register("scenes")
+def synthesize_scene_corpus(
+    cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str] = SPLITS
+) -> tuple[dict[str, CutSet], dict[str, Any]]:
+    """``corpus.source: scenes``: ``corpus.num_utterances`` clips, split as the config says."""
+    start = time.perf_counter()
+    sets = synthesize_scenes(audio_dir, cfg.num_utterances, cfg.seed, cfg.dev_fraction, cfg.test_fraction,
+                             sample_rate=cfg.sample_rate)  # fmt: skip
+    wall = time.perf_counter() - start
+    hours = sum(c.duration for cuts in sets.values() for c in cuts) / 3600
+    summary = {"clips": sum(len(c) for c in sets.values()), "audio_hours": round(hours, 4),
+               "wall_seconds": round(wall, 1), "failed_by_split": {}}  # fmt: skip
+    return {s: sets[s] for s in SPLITS if s in set(splits)}, summary

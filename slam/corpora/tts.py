@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from slam.config import CorpusConfig
 from slam.corpora import text as text_mod
+from slam.corpora.base import SYNTHESIZERS
 from slam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -461,6 +462,7 @@ def jobs_to_cuts(jobs: Iterable[RenderJob], report: RenderReport, language: str 
     return CutSet.from_cuts(cuts)
 
 
+@SYNTHESIZERS.register("tts")
 def synthesize_corpus(
     cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str] = text_mod.SPLITS
 ) -> tuple[dict[str, CutSet], dict[str, Any]]:

@@ -174,28 +174,16 @@ def sentence_similarity(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> tuple[list[float], list[float]]:
-    """Per candidate, the best and the mean cosine between its embedding and its references'.
-
-    Embeddings are the attention-masked mean of the encoder's last hidden states (how
-    sentence-transformers pools MiniLM and MPNet), loaded from ``model_dir`` only (no hub).
-    An empty candidate scores 0.
+    """Per candidate, the best and the mean cosine between its embedding and its references'
+    (:class:`slam.sentence.SentenceEncoder` embeddings). An empty candidate scores 0.
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(device).eval()
+    from slam.sentence import SentenceEncoder
+
+    encoder = SentenceEncoder(model_dir, device)
     texts = sorted({*candidates, *(r for refs in mult_references for r in refs)})
-    vectors = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=256,
-                              return_tensors="pt").to(device)  # fmt: skip
-            hidden = model(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
-    table = dict(zip(texts, torch.cat(vectors))) if vectors else {}
+    table = dict(zip(texts, encoder.encode(texts, batch_size)))
     best, mean = [], []
     for cand, refs in zip(candidates, mult_references):
         if not cand.strip():  # no caption says nothing: the worst score, as for the n-gram metrics

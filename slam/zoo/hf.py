@@ -24,12 +24,12 @@ def _model_class(config: Any) -> tuple[Any, str]:
 
     if config.model_type == "whisper":
         return WhisperForConditionalGeneration, "whisper"
+    # the saved architectures decide: a BERT sentence encoder ("BertModel") has a model_type
+    # that also maps to a causal LM class, whose head would be newly initialised
     architectures = getattr(config, "architectures", None) or []
-    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or any(
-        a.endswith("ForCausalLM") for a in architectures
-    ):
-        return AutoModelForCausalLM, "causal_lm"
-    return AutoModel, config.model_type
+    causal = (any(a.endswith("ForCausalLM") for a in architectures) if architectures
+              else config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return (AutoModelForCausalLM, "causal_lm") if causal else (AutoModel, config.model_type)
 
 
 def _save_preprocessors(location: str, out_dir: Path, kind: str) -> list[str]:

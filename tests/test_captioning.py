@@ -1,0 +1,144 @@
+"""Recipe aac: caption targets, baselines, CLAP-Refine's choice, the scenes corpus source, and
+the whole recipe (prepare -> cache -> train -> decode -> baseline -> score) with tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from lhotse import CutSet, MonoCut, SupervisionSegment
+
+from slam.captioning import (
+    CaptionSpace,
+    caption_target,
+    captions_of,
+    most_frequent_caption,
+    training_captions,
+)
+from slam.config import SlamConfig
+from slam.registry import UnknownComponentError
+
+
+def _cut(cut_id: str, captions: list[str] | None, text: str = "fallback text") -> MonoCut:
+    custom = {"captions": captions} if captions is not None else None
+    sup = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0, duration=1.0, text=text, custom=custom)
+    return MonoCut(id=cut_id, start=0, duration=1.0, channel=0, supervisions=[sup])
+
+
+def test_caption_target_takes_each_caption_in_turn():
+    cut = _cut("clip-1", ["a beep.", "one beep sounds.", "a short tone."])
+    seen = [caption_target(cut, epoch) for epoch in range(6)]
+    assert set(seen[:3]) == {"a beep.", "one beep sounds.", "a short tone."}
+    assert seen[3:] == seen[:3]  # the cycle repeats
+    assert caption_target(cut, 1) == caption_target(_cut("clip-1", captions_of(cut)), 1)  # stable
+    assert captions_of(_cut("clip-2", None)) == ["fallback text"]  # a plain transcript is one caption
+    assert captions_of(_cut("clip-3", ["", " "])) == ["fallback text"]
+
+
+def test_most_frequent_caption_and_the_retrieval_bank():
+    cuts = CutSet.from_cuts([
+        _cut("a", ["a dog barks.", "a bell rings."]),
+        _cut("b", ["a bell rings.", "birds sing."]),
+        _cut("c", ["birds sing.", "a bell rings."]),
+    ])
+    assert most_frequent_caption(cuts) == "a bell rings."  # 3 times, the others twice or once
+    tie = CutSet.from_cuts([_cut("x", ["b caption.", "a caption."])])
+    assert most_frequent_caption(tie) == "a caption."  # ties: the first in sort order
+    assert training_captions(cuts) == ["a bell rings.", "a dog barks.", "birds sing."]
+
+
+class _FixedSpace(CaptionSpace):
+    """Embeddings given by hand: each cut's audio vector and each text's vector."""
+
+    def __init__(self, audio: dict[str, list[float]], text: dict[str, list[float]]) -> None:
+        self._audio, self._text = audio, text
+
+    def audio(self, cuts):
+        return torch.tensor([self._audio[c.id] for c in cuts])
+
+    def text(self, texts):
+        return torch.tensor([self._text[t] for t in texts])
+
+
+def test_refine_picks_the_candidate_nearest_the_audio_and_retrieval_the_nearest_caption():
+    space = _FixedSpace(
+        audio={"c1": [1.0, 0.0], "c2": [0.0, 1.0]},
+        text={"beep": [0.9, 0.1], "hum": [0.1, 0.9], "tone": [0.9, 0.1]},
+    )
+    cuts = CutSet.from_cuts([_cut("c1", ["x"]), _cut("c2", ["y"])])
+    assert space.refine(cuts, [["hum", "beep"], ["beep", "hum"]]) == ["beep", "hum"]
+    assert space.refine(cuts, [["tone", "beep"], ["tone", "beep"]]) == ["tone", "tone"]  # equals: the first
+    assert space.nearest(cuts, ["hum", "beep"]) == ["beep", "hum"]
+
+
+def test_scenes_source_and_an_unknown_source(tmp_path):
+    from slam.corpora import prepare_corpus
+
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.source, cfg.corpus.num_utterances, cfg.corpus.real_sets = "scenes", 40, []
+    cfg.corpus.dev_fraction = cfg.corpus.test_fraction = 0.2
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = prepare_corpus(cfg)
+    assert sum(len(cuts) for cuts in sets.values()) == 40
+    assert all(len(sets[s]) for s in ("train", "dev", "test"))
+    for cut in sets["test"]:
+        assert len(captions_of(cut)) == 5 and cut.supervisions[0].text == captions_of(cut)[0]
+    stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
+    assert stats["sets"]["train"]["source"] == "scenes" and stats["synthesis"]["clips"] == 40
+    cfg.corpus.source = "midi"
+    with pytest.raises(UnknownComponentError, match="unknown corpus source 'midi'.*scenes, tts"):
+        prepare_corpus(cfg)
+
+
+def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
+    from slam.cache import build_cache
+    from slam.corpora import prepare_corpus
+    from slam.decode import decode, decode_baseline, read_hyps
+    from slam.score import score
+    from slam.train import MODEL, train
+
+    cfg = tiny_cfg
+    cfg.recipe = "aac"
+    cfg.corpus.dir = str(tmp_path / "scenes")
+    cfg.corpus.source, cfg.corpus.num_utterances, cfg.corpus.real_sets = "scenes", 30, []
+    cfg.corpus.dev_fraction = cfg.corpus.test_fraction = 0.2
+    cfg.train.max_steps, cfg.train.max_duration = 3, 12.0
+    cfg.train.ctc_weight = 0.0
+    cfg.decode.num_beams, cfg.caption.refine_beams = [1, 2], [1, 2]
+    cfg.decode.max_new_tokens = 4
+    cfg.caption.steps, cfg.caption.batch_size, cfg.caption.meteor = 60, 8, False
+    prepare_corpus(cfg)
+    build_cache(cfg)
+    summary = train(cfg)
+    # the contrastive model learns: below the loss of guessing among a batch
+    assert summary["contrastive_loss"] < math.log(8)
+    assert (Path(cfg.train.dir) / MODEL / "contrastive.safetensors").exists()
+
+    decode(cfg)
+    decode_baseline(cfg)
+    train_cuts = CutSet.from_file(tmp_path / "scenes/train.jsonl.gz")
+    test_ids = {c.id for c in CutSet.from_file(tmp_path / "scenes/test.jsonl.gz")}
+    hyps_dir = Path(cfg.decode.dir)
+    for label in ("beam1", "beam2", "refine", "retrieval"):
+        assert {r["id"] for r in read_hyps(hyps_dir / f"test.{label}.jsonl")} == test_ids
+    bank = set(training_captions(train_cuts))
+    assert {r["hyp"] for r in read_hyps(hyps_dir / "test.retrieval.jsonl")} <= bank
+    refine = read_hyps(hyps_dir / "test.refine.jsonl")
+    beams = [{r["id"]: r["hyp"] for r in read_hyps(hyps_dir / f"test.beam{b}.jsonl")} for b in (1, 2)]
+    assert all(r["hyp"] in {b[r["id"]] for b in beams} for r in refine)  # one of the candidates
+    frequent = read_hyps(Path(cfg.baseline.dir) / "test.most_frequent.jsonl")
+    assert {r["hyp"] for r in frequent} == {most_frequent_caption(train_cuts)}
+
+    metrics = score(cfg)
+    assert set(metrics) == {"llm", "baseline"}
+    assert set(metrics["llm"]) == {"test.beam1", "test.beam2", "test.refine", "test.retrieval"}
+    assert metrics["baseline"]["test.most_frequent"]["clips"] == len(test_ids)
+    assert metrics["llm"]["test.beam1"]["meteor"] is None  # not requested
+    results = (Path(cfg.score.dir) / "aac" / "results.md").read_text()
+    assert "| test | most frequent training caption |" in results and "CIDEr-D" in results
+    assert "METEOR n/a: not requested" in results
+    assert (Path(cfg.score.dir) / "aac" / "scores.png").exists()
