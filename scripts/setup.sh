@@ -9,6 +9,7 @@ DEBIAN_PACKAGES=(
   wordnet-base fortunes asterisk-core-sounds-en-wav asterisk-core-sounds-en git
   tuxpaint-stamps-default  # the captioning recipe's real test set (sounds with descriptions)
   default-jre-headless  # METEOR and the PTB tokenizer of the caption metrics are Java programs
+  fluidsynth fluid-soundfont-gm timgm6mb-soundfont  # the music-captioning corpus (two SoundFonts)
 )
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lhotse import CutSet, MonoCut, SupervisionSegment
@@ -19,6 +21,7 @@ from slam.captioning import (
     training_captions,
 )
 from slam.config import SlamConfig
+from slam.corpora import music
 from slam.registry import UnknownComponentError
 
 
@@ -142,3 +145,59 @@ def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
     assert "| test | most frequent training caption |" in results and "CIDEr-D" in results
     assert "METEOR n/a: not requested" in results
     assert (Path(cfg.score.dir) / "aac" / "scores.png").exists()
+
+
+# -- music ---------------------------------------------------------------------------------------
+needs_fluidsynth = pytest.mark.skipif(
+    shutil.which("fluidsynth") is None
+    or not (music.SOUNDFONT.is_file() and music.HELD_OUT_SOUNDFONT.is_file()),
+    reason="Debian fluidsynth, fluid-soundfont-gm and timgm6mb-soundfont (scripts/setup.sh)",
+)
+
+
+def test_music_captions_name_every_choice_and_midi_keeps_pieces_apart(tmp_path):
+    import mido
+
+    rng = np.random.default_rng(0)
+    pieces = [music.draw_piece(rng) for _ in range(3)]
+    for piece in pieces:
+        for caption in music.compose_captions(piece, rng):
+            assert piece.instrument in caption and piece.key_name in caption
+    drawn = [(p, *music.piece_notes(p, np.random.default_rng(i), 8.0)) for i, p in enumerate(pieces)]
+    for piece, bpm, notes in drawn:
+        low, high = music.TEMPI[piece.tempo]
+        assert low <= bpm <= high
+        seconds = max(start + length for start, length, _ in notes) * 60 / bpm
+        assert 6.0 <= seconds <= 9.0  # about the 8 s asked for
+    spans = music.write_midi(drawn, tmp_path / "batch.mid")
+    for (_, end), (next_start, _) in zip(spans, spans[1:]):
+        assert next_start - end == pytest.approx(music.GAP)
+    midi = mido.MidiFile(tmp_path / "batch.mid")
+    programs = [m.program for m in midi.tracks[0] if m.type == "program_change"]
+    assert programs == [music.INSTRUMENTS[p.instrument][0] for p in pieces]
+    channels = {m.channel for m in midi.tracks[0] if m.type == "note_on"}
+    assert 9 not in channels and len(channels) == 3  # never the drum channel; one per piece
+    assert midi.length == pytest.approx(spans[-1][1], abs=0.01)
+
+
+@needs_fluidsynth
+def test_music_source_and_the_held_out_soundfont(tmp_path):
+    from slam.corpora import prepare_corpus
+
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.source, cfg.corpus.num_utterances, cfg.corpus.real_sets = "music", 12, ["music_timgm"]
+    cfg.corpus.dev_fraction, cfg.corpus.test_fraction = 0.2, 0.25
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = prepare_corpus(cfg)
+    assert sum(len(sets[s]) for s in ("train", "dev", "test")) == 12
+    assert len(sets["music_timgm"]) == 3  # num_utterances x test_fraction
+    for name, cuts in sets.items():
+        for cut in cuts:
+            audio = cut.load_audio()
+            assert 6.0 < cut.duration < 11.0 and np.abs(audio).max() > 0.01  # rendered, not silent
+            font = cut.supervisions[0].custom["soundfont"]
+            assert font == ("TimGM6mb.sf2" if name == "music_timgm" else "FluidR3_GM.sf2")
+    test_pieces = {c.supervisions[0].custom["piece"] for c in sets["music_timgm"]}
+    train_pieces = {c.supervisions[0].custom["piece"] for c in sets["train"]}
+    assert not test_pieces & train_pieces

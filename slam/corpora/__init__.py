@@ -31,6 +31,7 @@ from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
 from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
+from slam.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
 from slam.corpora import scenes as _scenes  # noqa: F401  (registers the scenes source)
 from slam.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)

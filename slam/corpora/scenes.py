@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,14 +321,20 @@ def compose_caption(scene: Scene, rng: np.random.Generator) -> str:
 
 def compose_captions(scene: Scene, rng: np.random.Generator, num: int = 5) -> list[str]:
     """``num`` captions of ``scene``, distinct where the wording allows (a few tries each)."""
+    return distinct_captions(lambda: compose_caption(scene, rng), num)
+
+
+def distinct_captions(compose: Callable[[], str], num: int) -> list[str]:
+    """``num`` results of ``compose()``, distinct where it allows (20 tries per caption); a
+    clip with little to say repeats captions rather than inventing any."""
     captions: list[str] = []
     for _ in range(20 * num):
-        caption = compose_caption(scene, rng)
+        caption = compose()
         if caption not in captions:
             captions.append(caption)
         if len(captions) == num:
             return captions
-    while len(captions) < num:  # a scene with little to say: repeat rather than invent
+    while len(captions) < num:
         captions.append(captions[len(captions) % max(len(captions), 1)])
     return captions
 
