@@ -217,6 +217,21 @@ def test_cells_take_the_latest_finished_run_with_the_metric():
     assert table.display(linear) == "0.4"
 
 
+def test_a_column_metric_takes_the_rows_part():
+    # captioning tables: rows are systems (hypothesis labels), columns are metric and set
+    spec = parse_spec({"name": "t", "rows": [{"label": "greedy", "match": {"tag.system": "llm"},
+                                              "metric": "beam1"},
+                                             {"label": "frequent", "match": {"tag.system": "baseline"},
+                                              "metric": "most_frequent"}],
+                       "columns": [{"label": "CIDEr-D", "metric": "cider_d_test_{row}"},
+                                   {"label": "BLEU-4", "metric": "bleu_4_test_{row}"}]})
+    runs = [_fake_run("llm", 1, metrics={"cider_d_test_beam1": 0.7, "bleu_4_test_beam1": 0.3}, system="llm"),
+            _fake_run("base", 1, metrics={"cider_d_test_most_frequent": 0.1}, system="baseline")]
+    table = build_table(spec, runs)  # type: ignore[arg-type]
+    assert [[c.value for c in row] for row in table.cells] == [[0.7, 0.3], [0.1, None]]
+    assert table.cells[1][1].metric == "bleu_4_test_most_frequent"  # missing, never made up
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"name": "t", "metric": "m", "rows": {"key": "encoder", "values": ["a"]}}, "tag.<name>"),
     ({"name": "t", "metric": "m", "rows": {"key": "tag.a", "values": ["x", "x"]}}, "duplicate"),
