@@ -823,3 +823,26 @@ def _write_shape(writer, config) -> None:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
+
+
+def test_hf_importer_keeps_a_sentence_encoder_bare(tmp_path) -> None:
+    """BERT's model_type also maps to a causal LM class; the saved architecture (BertModel)
+    decides, so the weights are re-saved as they are, with no new LM head."""
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    from slam.sentence import SentenceEncoder
+    from slam.testing import save_tiny_sentence_encoder
+
+    source = save_tiny_sentence_encoder(tmp_path / "minilm-src")
+    entry = ZooModelConfig(name="minilm", importer="hf", source=[str(source)])
+    info = import_model(entry, tmp_path, tmp_path / "dl")
+    assert (info["kind"], info["architecture"]) == ("bert", "BertModel")
+    with safe_open(str(tmp_path / "minilm" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.startswith("cls.")]  # no LM head
+    original = AutoModel.from_pretrained(source).state_dict()
+    for name, value in AutoModel.from_pretrained(tmp_path / "minilm").state_dict().items():
+        torch.testing.assert_close(value, original[name])
+    vectors = SentenceEncoder(tmp_path / "minilm").encode(["a dog barks.", "a bell rings.", "a dog barks."])
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(3))  # unit vectors
+    torch.testing.assert_close(vectors[0], vectors[2])
