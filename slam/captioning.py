@@ -107,11 +107,12 @@ class CaptionSpace:
     def text(self, texts: list[str]) -> torch.Tensor:
         return self.model.embed_text(self.sentences.encode(texts))
 
-    def nearest(self, cuts: CutSet, texts: list[str]) -> list[str]:
-        """For each cut, the text of ``texts`` closest to its audio."""
+    def nearest(self, cuts: CutSet, texts: list[str], vectors: torch.Tensor | None = None) -> list[str]:
+        """For each cut, the text of ``texts`` closest to its audio (``vectors``: their
+        :meth:`text` embeddings, when already computed)."""
         if not texts:
             raise ValueError("no texts to choose from")
-        scores = self.audio(cuts) @ self.text(texts).T
+        scores = self.audio(cuts) @ (self.text(texts) if vectors is None else vectors).T
         return [texts[i] for i in scores.argmax(1).tolist()]
 
     def refine(self, cuts: CutSet, candidates: list[list[str]]) -> list[str]:
