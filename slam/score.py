@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -68,8 +69,7 @@ def caption_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     return score_rows
 
 
-def _decoding(label: str) -> str:
-    beam = label.removeprefix("beam")
+def _decoding(beam: str) -> str:
     return "greedy" if beam == "1" else f"beam {beam}"
 
 
@@ -85,7 +85,7 @@ def results_table(metrics: dict, train: dict | None) -> str:
             for s in sets:
                 r = results.get(f"{s}.beam{beam}")
                 cells.append(f"{100 * r['wer']:.1f}" if r else "missing")
-            label = f"| {SYSTEMS.get(system, system)} | {_decoding('beam' + beam)} | "
+            label = f"| {SYSTEMS.get(system, system)} | {_decoding(beam)} | "
             lines.append(label + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + training_line(train)
 
@@ -107,7 +107,7 @@ def captions_table(metrics: dict, train: dict | None) -> str:
                  for name, summary in results.items()]  # fmt: skip
     rows = sorted(summaries, key=order)
     for set_name, label, summary in rows:
-        system = CAPTION_SYSTEMS.get(label) or f"LLM-based, {_decoding(label)}"
+        system = CAPTION_SYSTEMS.get(label) or f"LLM-based, {_decoding(label.removeprefix('beam'))}"
         cells = []
         for key in CAPTION_COLUMNS:
             value = summary.get(key)
@@ -127,15 +127,27 @@ def training_line(train: dict | None) -> str:
             f"{train['trainable_params'] / 1e6:.2f}M trainable parameters.\n")
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """What differs between the WER recipes and the captioning recipe, chosen once."""
+
+    baseline: str  # the baseline stage's system name
+    logged: tuple[str, ...]  # summary keys logged to MLflow per hypothesis file
+    table: Callable[[dict, dict | None], str]
+    bars: tuple[str, str, float]  # the bar chart's summary key, axis label and scale
+
+
+WER_SCORING = Scoring("whisper", ("wer",), results_table, ("wer", "WER (%)", 100))
+CAPTION_SCORING = Scoring("baseline", tuple(CAPTION_COLUMNS), captions_table, ("cider_d", "CIDEr-D", 1))
+
+
 def score(cfg: SlamConfig) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     errors_root = Path(cfg.train.dir) / "errors"
-    captions = captioning_on(cfg)
-    score_rows = caption_rows(cfg) if captions else wer_rows(cfg.score.normalizer)
-    baseline = "baseline" if captions else "whisper"
-    logged = list(CAPTION_COLUMNS) if captions else ["wer"]
+    scoring = CAPTION_SCORING if captioning_on(cfg) else WER_SCORING
+    score_rows = caption_rows(cfg) if scoring is CAPTION_SCORING else wer_rows(cfg.score.normalizer)
     metrics = {}
-    for system, directory in (("llm", Path(cfg.decode.dir)), (baseline, Path(cfg.baseline.dir))):
+    for system, directory in (("llm", Path(cfg.decode.dir)), (scoring.baseline, Path(cfg.baseline.dir))):
         if not directory.exists():
             continue
         metrics[system] = score_system(directory, errors_root / system, score_rows)
@@ -144,19 +156,19 @@ def score(cfg: SlamConfig) -> dict:
             with start_run(cfg, system, run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
                 for name, summary in metrics[system].items():
                     mlflow.log_metrics({f"{key}_{name.replace('.', '_')}": summary[key]
-                                        for key in logged if summary.get(key) is not None})  # fmt: skip
+                                        for key in scoring.logged
+                                        if summary.get(key) is not None})  # fmt: skip
                 mlflow.log_artifacts(str(errors_root / system), "errors")
                 mlflow.log_artifacts(str(directory), "hyps")
                 log_dvc_lock()  # by now dvc.lock pins every stage this system came from
     atomic_write_json(metrics_dir / SCORES, metrics)
     train_file = metrics_dir / "train.json"
     train = json.loads(train_file.read_text()) if train_file.exists() else None
-    table = (captions_table if captions else results_table)(metrics, train)
+    table = scoring.table(metrics, train)
     table += run_reports(cfg, metrics_dir)  # score.reports: extra sections
     atomic_write_text(metrics_dir / "results.md", table)
-    bars = score_bars(metrics, metrics_dir / "scores.png", "cider_d", "CIDEr-D", 1) if captions else \
-        score_bars(metrics, metrics_dir / "scores.png")
-    figures = [bars, learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
+    figures = [score_bars(metrics, metrics_dir / "scores.png", *scoring.bars),
+               learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
     run_file = Path(cfg.decode.dir) / RUN_FILE
     if run_file.exists():  # the figures and table belong to the trained system's run
         with start_run(cfg, "llm", run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
