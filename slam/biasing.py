@@ -131,7 +131,7 @@ class TrainingLists:
         rng.shuffle(items)
         return items
 
-    def __call__(self, cut: Any, epoch: int) -> str:
+    def __call__(self, cut: Any, epoch: int, step: int = 0) -> str:
         return format_prompt(self.cfg, self.keywords(cut, epoch))
 
 
@@ -211,7 +211,7 @@ def prompt_list(condition: Condition, record: dict[str, Any], cfg: BiasConfig) -
     return entries
 
 
-def cut_instruction(cfg: BiasConfig, cut: Any, epoch: int) -> str:
+def cut_instruction(cfg: BiasConfig, cut: Any, epoch: int = 0, step: int = 0) -> str:
     """A decode row's instruction: the list its condition attached to the cut."""
     return format_prompt(cfg, cut.custom[KEYWORDS])
 
@@ -283,6 +283,6 @@ def prepare_decoding(
     return out
 
 
-def decode_instruction(cfg: BiasConfig) -> Callable[[Any, int], str]:
+def decode_instruction(cfg: BiasConfig) -> Callable[[Any, int, int], str]:
     """The dataset's ``instruction`` for the cuts :func:`prepare_decoding` returns."""
     return partial(cut_instruction, cfg)

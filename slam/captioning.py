@@ -54,7 +54,7 @@ def captions_of(cut: Any) -> list[str]:
     return captions or [cut_text(cut)]
 
 
-def caption_target(cut: Any, epoch: int) -> str:
+def caption_target(cut: Any, epoch: int, step: int = 0) -> str:
     """The caption a clip is trained on in ``epoch``: each epoch the next one, from a start
     that depends on the clip only (stable across processes and resumes)."""
     captions = captions_of(cut)

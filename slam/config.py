@@ -48,9 +48,16 @@ class CorpusConfig:
     """What the prepare stage builds (``slam.corpora.CORPORA`` names the builders)."""
 
     dir: str = "data/asr/corpus"
-    # what is synthesised (``slam.corpora.SYNTHESIZERS``): "tts" speech over sentences, or
-    # "scenes", sound scenes with several reference captions each (recipe aac)
+    # what is synthesised (``slam.corpora.SYNTHESIZERS``): "tts" speech over sentences,
+    # "parallel" speech over parallel text with translations (recipe st), "scenes" sound
+    # scenes with several reference captions each (recipe aac), or "music"
     source: str = "tts"
+    language: str = "en"  # what the synthetic speech speaks (ISO 639-1; espeak also speaks fr)
+    # source parallel: the translations' language, and where the pairs come from: "gettext"
+    # (the catalogs below, /usr/share/locale/<language>/LC_MESSAGES/<name>.mo) or a TSV path
+    translation_language: str = ""
+    parallel_text: str = "gettext"
+    catalogs: list[str] = field(default_factory=list)
     num_utterances: int = 3000  # total over train/dev/test (clips, for scenes)
     dev_fraction: float = 0.05
     test_fraction: float = 0.08
@@ -250,6 +257,19 @@ class CaptionConfig:
 
 
 @dataclass
+class TranslationConfig:
+    """Speech translation with a chain of thought (paper IV-D), used when ``recipe`` is ``st``.
+
+    Training runs the stages of ``curriculum`` in order, each over its share of
+    ``train.max_steps``; a stage names its tasks joined by "+" (asr, mmt, srt; one is drawn per
+    row). The languages are ``corpus.language`` and ``corpus.translation_language``.
+    """
+
+    curriculum: list[str] = field(default_factory=lambda: ["asr", "asr+mmt", "srt+mmt"])
+    stage_fractions: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.3])
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how to compute. Under ``torchrun`` the world size, ranks and nodes come
     from its environment variables; ``device: cuda`` then means ``cuda:$LOCAL_RANK``."""
@@ -286,6 +306,7 @@ class SlamConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    st: TranslationConfig = field(default_factory=TranslationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     profile: str = "default"

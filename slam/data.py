@@ -25,23 +25,25 @@ class AudioTextDataset(torch.utils.data.Dataset):
 
     With ``encoder`` unset the cuts carry cached encoder outputs; otherwise the encoder's
     input features are extracted from the audio here and the encoder runs in the step.
-    ``instruction(cut, epoch)``, when given, makes each row's own instruction (a prompt with
-    the cut's biasing list); batches then carry ``instructions``. ``target(cut, epoch)``, when
-    given, makes each row's answer (one of a clip's reference captions) instead of its text.
+    ``instruction(cut, epoch, step)``, when given, makes each row's own instruction (a prompt
+    with the cut's biasing list, a speech-translation task's prompt); batches then carry
+    ``instructions``. ``target(cut, epoch, step)``, when given, makes each row's answer (one of
+    a clip's reference captions, transcript and translation) instead of its text.
     """
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         encoder: AudioEncoder | None = None,
-        instruction: Callable[[Any, int], str] | None = None,
-        target: Callable[[Any, int], str] | None = None,
+        instruction: Callable[[Any, int, int], str] | None = None,
+        target: Callable[[Any, int, int], str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.instruction = instruction
         self.target = target
         self.epoch = 0  # set by the training loop: random training lists change every epoch
+        self.step = 0  # set by the training loop: the speech-translation curriculum's stages
 
     def tokenize(self, text: str) -> list[int]:
         """The answer tokens a transcript becomes."""
@@ -58,7 +60,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         else:
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
-        texts = [self.target(c, self.epoch) if self.target else cut_text(c) for c in cuts]
+        texts = [self.target(c, self.epoch, self.step) if self.target else cut_text(c) for c in cuts]
         targets = [self.tokenize(t) for t in texts]
         batch = {
             "ids": [c.id for c in cuts],
@@ -70,7 +72,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
             "encoded": self.encoder is None,  # inputs are cached encoder outputs, not features
         }
         if self.instruction is not None:
-            batch["instructions"] = [self.instruction(c, self.epoch) for c in cuts]
+            batch["instructions"] = [self.instruction(c, self.epoch, self.step) for c in cuts]
         return batch
 
 

@@ -43,6 +43,7 @@ from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
 from slam.tracking import start_run
 from slam.train import MODEL
+from slam.translation import CASCADE, MMT_GOLD, split_output, tag, task_instruction, translation_on
 from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -212,10 +213,13 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
+        *([cfg.recipe, cfg.corpus.language, cfg.corpus.translation_language] if translation_on(cfg) else []),
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
     if captioning_on(cfg) and is_main():
         caption_systems(cfg, sets, assets)
+    if translation_on(cfg) and is_main():
+        translation_systems(cfg, sets, dataset, transcribe)
     return timing
 
 
@@ -239,6 +243,37 @@ def caption_systems(cfg: SlamConfig, sets: dict[str, CutSet], assets: Path) -> N
             write_hyps(out / f"{name}.{label}.jsonl",
                        [{"id": c.id, "ref": cut_text(c), "hyp": h} for c, h in zip(cuts, hyps)])
         log.info("%s: CLAP-Refine over beams %s and the retrieval baseline written", name, beams)
+
+
+def translation_systems(
+    cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset,
+    transcribe: Callable[[CutSet, int], list[str]],
+) -> None:  # fmt: skip
+    """Recipe st, after the SRT beams (greedy, on rank 0): ``<set>.cascade.jsonl`` (ASR, then
+    MMT on the model's own transcript; written as ``transcript <|xx|>translation`` like SRT)
+    and ``<set>.mmt_gold.jsonl`` (MMT on the reference transcript: the translation step alone)."""
+    out, target = Path(cfg.decode.dir), cfg.corpus.translation_language
+
+    def run(cuts: CutSet, task: str, transcripts: dict[str, str] | None = None) -> dict[str, str]:
+        dataset.instruction = task_instruction(task, cfg, transcripts)
+        hyps = {}
+        for batch in tqdm(list(batches_of(cuts, cfg.decode.batch_size)), desc=f"{task}"):
+            hyps.update(zip([c.id for c in batch], transcribe(batch, 1)))
+        return hyps
+
+    for name, cuts in sets.items():
+        transcripts = run(cuts, "asr")
+        cascade = run(cuts, "mmt", transcripts)
+        gold = run(cuts, "mmt")
+        write_hyps(out / f"{name}.{CASCADE}.jsonl",
+                   [{"id": c.id, "ref": cut_text(c),
+                     "hyp": f"{transcripts[c.id]} {tag(target)}{split_output(cascade[c.id], target)[1]}"}
+                    for c in cuts])  # fmt: skip
+        write_hyps(out / f"{name}.{MMT_GOLD}.jsonl",
+                   [{"id": c.id, "ref": cut_text(c), "hyp": split_output(gold[c.id], target)[1]}
+                    for c in cuts])  # fmt: skip
+        log.info("%s: cascade (ASR then MMT) and MMT on the reference transcript written", name)
+    dataset.instruction = None
 
 
 def decode_baseline(cfg: SlamConfig) -> dict:
@@ -275,7 +310,13 @@ def decode_whisper(cfg: SlamConfig) -> dict:
     processor = WhisperProcessor.from_pretrained(cfg.encoder.path)
     sample_rate = processor.feature_extractor.sampling_rate
     multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
-    language = {"language": "en", "task": "transcribe"} if multilingual else {}
+    # recipe st: Whisper's own speech translation into English (the only target it knows)
+    task = "translate" if translation_on(cfg) else "transcribe"
+    if task == "translate" and (not multilingual or cfg.corpus.translation_language != "en"):
+        raise ConfigError(f"recipe st's Whisper baseline translates into English with a multilingual "
+                          f"Whisper; encoder.path {cfg.encoder.path} / corpus.translation_language "
+                          f"{cfg.corpus.translation_language!r} do not allow it")  # fmt: skip
+    language = {"language": cfg.corpus.language, "task": task} if multilingual else {}
 
     @torch.no_grad()
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
@@ -290,5 +331,5 @@ def decode_whisper(cfg: SlamConfig) -> dict:
 
     sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
     key = decode_key("whisper", fingerprint(cfg.encoder.path), cfg.baseline.batch_size,
-                     cfg.baseline.max_new_tokens, cfg.runtime.precision)
+                     cfg.baseline.max_new_tokens, cfg.runtime.precision, *language.values())
     return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe, key)

@@ -25,6 +25,7 @@ from slam.config import RuntimeConfig, SlamConfig
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
 from slam.projectors import Projector, build_projector, load_projector, save_projector
+from slam.translation import srt_instruction, translation_on
 from slam.tuning import apply_llm_tuning, encoder_trains, unfreeze_encoder
 from slam.utils import autocast
 
@@ -300,6 +301,8 @@ class SpeechLLM(nn.Module):
 def default_instruction(cfg: SlamConfig) -> str:
     """The fixed prompt: ``train.prompt``, or for recipe asr_bias the biasing prompt with an
     empty list, so that a row without a list of its own reads what "no bias" trained on."""
+    if translation_on(cfg):  # recipe st: the chain of thought, transcript then translation
+        return srt_instruction(cfg)
     return format_prompt(cfg.bias, []) if biasing_on(cfg) else cfg.train.prompt
 
 

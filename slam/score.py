@@ -1,4 +1,5 @@
-"""The score stage: WER of every system on every set, the metrics JSON and the results table."""
+"""The score stage: WER (captioning scores, BLEU) of every system on every set, the metrics
+JSON and the results table."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captioning_on, cap
 from slam.config import SlamConfig
 from slam.data import load_cuts
 from slam.decode import RUN_FILE, read_hyps
-from slam.metrics import score_wer
+from slam.metrics import score_translation, score_wer
 from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
 from slam.plots import learning_curve, score_bars
 from slam.tracking import log_dvc_lock, start_run
+from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of, translation_on
 from slam.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ CAPTION_SYSTEMS = {REFINE: "LLM-based + CLAP-Refine", RETRIEVAL: "nearest traini
 CAPTION_COLUMNS = {"bleu_1": "BLEU-1", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L",
                    "cider_d": "CIDEr-D", "spice": "SPICE", "spider": "SPIDEr", "fense": "FENSE",
                    "sim_best": "MiniLM sim."}  # fmt: skip
+# recipe st: hypothesis label (after the set name) -> system; the beams are SRT's
+TRANSLATION_SYSTEMS = {CASCADE: "cascade: ASR, then MMT on its own transcript",
+                       MMT_GOLD: "MMT on the reference transcript (translation step alone)"}  # fmt: skip
 SCORES = "scores.json"  # per system: per hypothesis file (set.decoding), its summary
 
 
@@ -65,6 +70,30 @@ def caption_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
         refs = {r["id"]: references[set_name][r["id"]] for r in rows}
         return score_captions(refs, {r["id"]: r["hyp"] for r in rows}, sentence_model=cfg.caption.text_model,
                               meteor=cfg.caption.meteor)  # fmt: skip
+
+    return score_rows
+
+
+def translation_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
+    """Recipe st: BLEU and chrF of the translation part of each hypothesis against the
+    manifest's translations; WER of the transcript part where the system wrote one."""
+    references: dict[str, dict[str, str]] = {}
+    target = cfg.corpus.translation_language
+
+    def score_rows(set_name: str, rows: list[dict]) -> dict:
+        if set_name not in references:
+            references[set_name] = {c.id: translation_of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
+        parts = {r["id"]: split_output(r["hyp"], target) for r in rows}
+        scored = score_translation({r["id"]: references[set_name][r["id"]] for r in rows},
+                                   {i: translation for i, (_, translation) in parts.items()})  # fmt: skip
+        transcripts = {i: transcript for i, (transcript, _) in parts.items() if transcript is not None}
+        # the system writes a transcript first (SRT, cascade): a row without one counts as deleted
+        if transcripts:
+            wer = score_wer({r["id"]: r["ref"] for r in rows}, transcripts, cfg.score.normalizer)["summary"]
+            scored["summary"].update(transcript_wer=wer["wer"], without_tag=len(rows) - len(transcripts))
+            for row in scored["utterances"]:
+                row["transcript"] = transcripts.get(row["id"])
+        return scored
 
     return score_rows
 
@@ -119,6 +148,27 @@ def captions_table(metrics: dict, train: dict | None) -> str:
     return "\n".join(lines) + "\n" + training_line(train)
 
 
+def translation_table(metrics: dict, train: dict | None) -> str:
+    """Markdown: one row per set and system (SRT beams, cascade, MMT, Whisper); BLEU, chrF and
+    the WER of the transcript a system wrote on its way to the translation."""
+    lines = ["| set | system | BLEU | chrF | transcript WER (%) |", "|---|---|---|---|---|"]
+    rows = []
+    for system, results in metrics.items():
+        for name, summary in results.items():
+            set_name, label = name.split(".", 1)
+            if system != "llm":
+                order, text = len(TRANSLATION_SYSTEMS) + 1, "Whisper (own decoder), task translate"
+            elif label in TRANSLATION_SYSTEMS:
+                order, text = 1 + list(TRANSLATION_SYSTEMS).index(label), TRANSLATION_SYSTEMS[label]
+            else:
+                order, text = 0, f"SRT (chain of thought), {_decoding(label.removeprefix('beam'))}"
+            rows.append((set_name, order, text, summary))
+    for set_name, _, system, s in sorted(rows, key=lambda r: r[:3]):
+        wer = "—" if s.get("transcript_wer") is None else f"{100 * s['transcript_wer']:.1f}"
+        lines.append(f"| {set_name} | {system} | {s['bleu']:.1f} | {s['chrf']:.1f} | {wer} |")
+    return "\n".join(lines) + "\n" + training_line(train)
+
+
 def training_line(train: dict | None) -> str:
     if not train:
         return ""
@@ -129,23 +179,34 @@ def training_line(train: dict | None) -> str:
 
 @dataclass(frozen=True)
 class Scoring:
-    """What differs between the WER recipes and the captioning recipe, chosen once."""
+    """What differs between the WER recipes, captioning and translation, chosen once."""
 
+    rows: Callable[[SlamConfig], Callable[[str, list[dict]], dict]]  # a hypothesis file's scorer
     baseline: str  # the baseline stage's system name
     logged: tuple[str, ...]  # summary keys logged to MLflow per hypothesis file
     table: Callable[[dict, dict | None], str]
     bars: tuple[str, str, float]  # the bar chart's summary key, axis label and scale
 
 
-WER_SCORING = Scoring("whisper", ("wer",), results_table, ("wer", "WER (%)", 100))
-CAPTION_SCORING = Scoring("baseline", tuple(CAPTION_COLUMNS), captions_table, ("cider_d", "CIDEr-D", 1))
+WER_SCORING = Scoring(lambda cfg: wer_rows(cfg.score.normalizer), "whisper", ("wer",), results_table,
+                      ("wer", "WER (%)", 100))  # fmt: skip
+CAPTION_SCORING = Scoring(caption_rows, "baseline", tuple(CAPTION_COLUMNS), captions_table,
+                          ("cider_d", "CIDEr-D", 1))  # fmt: skip
+TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "transcript_wer"),
+                              translation_table, ("bleu", "BLEU", 1))  # fmt: skip
+
+
+def scoring_of(cfg: SlamConfig) -> Scoring:
+    if captioning_on(cfg):
+        return CAPTION_SCORING
+    return TRANSLATION_SCORING if translation_on(cfg) else WER_SCORING
 
 
 def score(cfg: SlamConfig) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     errors_root = Path(cfg.train.dir) / "errors"
-    scoring = CAPTION_SCORING if captioning_on(cfg) else WER_SCORING
-    score_rows = caption_rows(cfg) if scoring is CAPTION_SCORING else wer_rows(cfg.score.normalizer)
+    scoring = scoring_of(cfg)
+    score_rows = scoring.rows(cfg)
     metrics = {}
     for system, directory in (("llm", Path(cfg.decode.dir)), (scoring.baseline, Path(cfg.baseline.dir))):
         if not directory.exists():

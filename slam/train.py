@@ -54,6 +54,7 @@ from slam.metrics import score_wer
 from slam.model import SpeechLLM, build_speech_llm, save_assets
 from slam.sentence import SentenceEncoder
 from slam.tracking import start_run
+from slam.translation import Curriculum, translation_on
 from slam.tuning import uses_cache
 from slam.utils import atomic_dir, atomic_write_json, autocast, seed_everything, setup_runtime
 
@@ -80,6 +81,8 @@ def run_key(cfg: SlamConfig) -> str:
     }
     if biasing_on(cfg):  # the lists shape every prompt; the default recipe's key is unchanged
         payload["bias"] = {k: getattr(cfg.bias, k) for k in TRAINING_KEYS}
+    if translation_on(cfg):
+        payload["st"] = dataclasses.asdict(cfg.st)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,6 +147,19 @@ class Batches:
                 self.in_epoch = i + 1
                 yield self.dataset[cuts]
             self.epoch, self.in_epoch = self.epoch + 1, 0
+
+
+def row_makers(cfg: SlamConfig, cuts: CutSet) -> tuple[Any, Any]:
+    """A recipe's per-row ``(instruction, target)`` for the dataset (``None``: the fixed prompt,
+    the transcript)."""
+    if biasing_on(cfg):  # every row's prompt carries its own biasing list (slam.biasing)
+        return training_lists(cuts, cfg.bias), None
+    if captioning_on(cfg):  # each epoch trains on another of a clip's captions (slam.captioning)
+        return None, caption_target
+    if translation_on(cfg):  # the curriculum's task decides prompt and answer (slam.translation)
+        curriculum = Curriculum(cfg)
+        return curriculum.instruction, curriculum.answer
+    return None, None
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -285,16 +301,15 @@ def train(cfg: SlamConfig) -> dict:
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    # recipe asr_bias: every row's prompt carries its own biasing list (slam.biasing)
-    lists = training_lists(train_cuts, cfg.bias) if biasing_on(cfg) else None
-    # recipe aac: each epoch trains on another of a clip's reference captions (slam.captioning)
-    target = caption_target if captioning_on(cfg) else None
-    if target is not None and not use_cache:
+    instruction, target = row_makers(cfg, train_cuts)
+    if captioning_on(cfg) and not use_cache:
         raise ConfigError("recipe aac: the contrastive model reads cached encoder outputs, "
                           "set train.use_cache: true")
-    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, lists, target)
-    # dev rows keep the lists and captions of epoch 0, so that dev losses stay comparable along the run
-    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, lists, target)
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, instruction, target)
+    # dev rows keep the lists and captions of epoch 0 and the curriculum's last stage, so that
+    # dev losses stay comparable along the run and measure what is decoded
+    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, instruction, target)
+    dev_dataset.step = cfg.train.max_steps
     dev_batches = list(
         DynamicBucketingSampler(
             dev_cuts.subset(first=min(cfg.train.dev_max_cuts, len(dev_cuts))),
@@ -347,13 +362,13 @@ def train(cfg: SlamConfig) -> dict:
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
         ctc_head = None
-        if lists is not None and is_main():  # the hotword filter's CTC head: ~2 min on one process
+        if biasing_on(cfg) and is_main():  # the hotword filter's CTC head: ~2 min on one process
             ctc_head, summary["ctc_head_loss"] = train_ctc_head(
                 train_cuts, AudioTextDataset(model.tokenizer, dataset.encoder),
                 cache_dim(cfg) if use_cache else model.encoder.dim, cfg.bias, device, cfg.train.seed,
             )  # fmt: skip
         contrast = None
-        if target is not None and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
+        if captioning_on(cfg) and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
             contrast, summary["contrastive_loss"] = fit_contrastive(
                 train_cuts, SentenceEncoder(cfg.caption.text_model), cfg.caption)
         weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP
@@ -392,6 +407,7 @@ def _loop(
     window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
     start = time.monotonic() - state["elapsed"]
     micro = 0
+    batches.dataset.step = state["step"]
     for batch in batches:
         if state["step"] >= tc.max_steps:
             break
@@ -415,6 +431,7 @@ def _loop(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
+        batches.dataset.step = state["step"]
         state["elapsed"] = time.monotonic() - start
         state["epoch"], state["in_epoch"] = batches.epoch, batches.in_epoch
         step = state["step"]

@@ -3,7 +3,8 @@
 ``prepare_corpus`` writes into ``corpus.dir``:
 
 * ``audio/synth/*.wav``: what ``corpus.source`` synthesises: speech (16 kHz mono, silence
-  trimmed, :mod:`.tts`) or sound scenes with several captions per clip (:mod:`.scenes`);
+  trimmed, :mod:`.tts`), speech over parallel text with its translations (:mod:`.parallel`),
+  sound scenes with several captions per clip (:mod:`.scenes`) or music (:mod:`.music`);
 * ``train|dev|test.jsonl.gz``: the synthetic sets, split by a hash of the sentence;
 * ``<name>.jsonl.gz`` for every real set in ``corpus.real_sets`` (``CORPORA`` builders, e.g.
   ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
@@ -30,8 +31,9 @@ import mlflow
 from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
-from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en)
+from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en, asterisk_fr)
 from slam.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
+from slam.corpora import parallel as _parallel  # noqa: F401  (registers the parallel source)
 from slam.corpora import scenes as _scenes  # noqa: F401  (registers the scenes source)
 from slam.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)

@@ -81,6 +81,12 @@ class TtsEngine:
     binary = ""
     speed_range = (0.85, 1.3)
     batch_size = 1  # jobs per task handed to a worker
+    languages: tuple[str, ...] = ("en",)  # what its voices speak (ISO 639-1)
+
+    def __init__(self, language: str = "en") -> None:
+        if language not in self.languages:
+            raise ValueError(f"TTS engine {self.name} speaks {list(self.languages)}, not {language!r}")
+        self.language = language
 
     def declared_voices(self) -> list[str]:
         raise NotImplementedError
@@ -134,15 +140,18 @@ class _PerCallEngine(TtsEngine):
 
 @TTS_ENGINES.register("espeak")
 class EspeakEngine(_PerCallEngine):
-    """espeak-ng: 8 English accents x voice variants (formant synthesis, 22.05 kHz)."""
+    """espeak-ng: 8 English accents or 3 French ones x voice variants (formant synthesis,
+    22.05 kHz)."""
 
     name = "espeak"
     binary = "espeak-ng"
     speed_range = (0.85, 1.4)
-    accents = (
-        "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-        "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
-    )  # fmt: skip
+    accents_of = {
+        "en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+               "en-gb-x-gbcwmd", "en-029", "en-us-nyc"),
+        "fr": ("fr-fr", "fr-be", "fr-ch"),
+    }  # fmt: skip
+    languages = tuple(accents_of)
     # variant files of espeak-ng-data/voices/!v; the whisper ones are left out (no voicing)
     variants = (
         "m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f4 f5 croak klatt klatt2 klatt3 klatt4 klatt5 "
@@ -157,7 +166,8 @@ class EspeakEngine(_PerCallEngine):
     normal_wpm = 175
 
     def declared_voices(self) -> list[str]:
-        return [f"{accent}+{variant}" for accent in self.accents for variant in self.variants]
+        accents = self.accents_of[self.language]
+        return [f"{accent}+{variant}" for accent in accents for variant in self.variants]
 
     def installed_voices(self) -> list[str]:
         if shutil.which(self.binary) is None:
@@ -301,12 +311,16 @@ def finish_audio(raw: Path, out: Path, sample_rate: int = 16000, effects: Iterab
     return None
 
 
-def available_engines(names: Iterable[str]) -> dict[str, tuple[TtsEngine, list[str]]]:
-    """The requested engines that are installed, each with its installed voices."""
+def available_engines(names: Iterable[str], language: str = "en") -> dict[str, tuple[TtsEngine, list[str]]]:
+    """The requested engines that are installed and speak ``language``, each with its installed
+    voices."""
     names = list(names)
     engines = {}
     for name in names:
-        engine = TTS_ENGINES.build(name)
+        if language not in TTS_ENGINES.get(name).languages:
+            log.warning("TTS engine %s does not speak %r; skipped", name, language)
+            continue
+        engine = TTS_ENGINES.build(name, language)
         voices = engine.installed_voices()
         if not voices:
             log.warning("TTS engine %s (%s) is not installed or has no voices; skipped", name, engine.binary)
@@ -317,7 +331,8 @@ def available_engines(names: Iterable[str]) -> dict[str, tuple[TtsEngine, list[s
         engines[name] = (engine, voices)
     if not engines:
         raise RuntimeError(
-            f"none of the TTS engines {names} is installed (apt-get install espeak-ng flite festival)"
+            f"none of the TTS engines {names} is installed and speaks {language!r} "
+            "(apt-get install espeak-ng flite festival)"
         )
     return engines
 
@@ -470,6 +485,9 @@ def synthesize_corpus(
 
     Returns the cut sets and a summary (counts, failures, throughput) for ``stats.json``.
     """
+    if cfg.language != "en":
+        raise ValueError(f"corpus.language {cfg.language!r}: the tts source speaks English sentences; "
+                         "source parallel speaks other languages")
     splits = [s for s in text_mod.SPLITS if s in set(splits)]
     pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
