@@ -254,6 +254,14 @@ class CaptionConfig:
     seed: int = 0
     refine_beams: list[int] = field(default_factory=lambda: [2, 3, 4])  # subset of decode.num_beams
     meteor: bool = True  # METEOR needs Java (~10 s to start): off for quick runs
+    # DRCap's zero-shot setting (slam.drcap): the LLM trains on text only, from each caption's
+    # vector in the joint space (one position: projector.k 1) and `retrieved` similar training
+    # captions in `zero_shot_prompt`; decoding feeds the audio vector after projection
+    # decoding (softmax over the datastore's caption vectors at `projection_temperature`)
+    zero_shot: bool = False
+    retrieved: int = 3
+    zero_shot_prompt: str = "Similar captions: {captions}. Describe the audio in one sentence."
+    projection_temperature: float = 0.05
 
 
 @dataclass

@@ -29,6 +29,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
     with the cut's biasing list, a speech-translation task's prompt); batches then carry
     ``instructions``. ``target(cut, epoch, step)``, when given, makes each row's answer (one of
     a clip's reference captions, transcript and translation) instead of its text.
+    ``features(cut, epoch)``, when given, makes each row's input frames instead of the cache
+    (zero-shot captioning: a caption's or a clip's vector in a joint audio-text space).
     """
 
     def __init__(
@@ -37,11 +39,13 @@ class AudioTextDataset(torch.utils.data.Dataset):
         encoder: AudioEncoder | None = None,
         instruction: Callable[[Any, int, int], str] | None = None,
         target: Callable[[Any, int, int], str] | None = None,
+        features: Callable[[Any, int], torch.Tensor] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.instruction = instruction
         self.target = target
+        self.features = features
         self.epoch = 0  # set by the training loop: random training lists change every epoch
         self.step = 0  # set by the training loop: the speech-translation curriculum's stages
 
@@ -55,7 +59,9 @@ class AudioTextDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)
-        if self.encoder is None:
+        if self.features is not None:
+            feats = [self.features(c, self.epoch).float() for c in cuts]
+        elif self.encoder is None:
             feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
         else:
             feats = [self.encoder.load_input(c) for c in cuts]

@@ -40,6 +40,7 @@ from slam.captioning import (
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
 from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
+from slam.drcap import decoding_rows, zero_shot_on
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
 from slam.tracking import start_run
 from slam.train import MODEL
@@ -188,8 +189,8 @@ def decode(cfg: SlamConfig) -> dict:
     assets = Path(cfg.train.dir) / MODEL
     info = json.loads((assets / ASSETS_INFO).read_text())
     use_cache = info["use_cache"]
-    if use_cache:
-        model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
+    if use_cache:  # zero-shot captioning: one vector of the joint audio-text space per clip
+        model = build_speech_llm(cfg, encoder_dim=cfg.caption.dim if zero_shot_on(cfg) else cache_dim(cfg))
         sets = {name: load_cached_cuts(cfg, name) for name in cfg.decode.sets}
     else:
         model = build_speech_llm(cfg, with_encoder=True)
@@ -200,6 +201,9 @@ def decode(cfg: SlamConfig) -> dict:
         manifests = cfg.cache.dir if use_cache else cfg.corpus.dir
         sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests)
         dataset.instruction = decode_instruction(cfg.bias)
+    if zero_shot_on(cfg):  # DRCap: projected audio vectors in, the nearest captions in the prompt
+        rows = decoding_rows(cfg, sets, assets)
+        dataset.features, dataset.instruction = rows.features, rows.instruction
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
@@ -214,6 +218,7 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
         *([cfg.recipe, cfg.corpus.language, cfg.corpus.translation_language] if translation_on(cfg) else []),
+        *([as_dict(cfg)["caption"]] if zero_shot_on(cfg) else []),
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
     if captioning_on(cfg) and is_main():

@@ -84,6 +84,9 @@ class SpeechLLM(nn.Module):
         self.prompt_builder = prompt_builder
         self.ctc_blank: nn.Parameter | None = None
         self.ctc_classes: torch.Tensor | None = None  # token ids the CTC loss scores (None: all)
+        # the training step adds the CTC loss (train.ctc_weight > 0); the warm-up alone does not
+        # need it, and answers that are not transcripts (translations) have no CTC alignment
+        self.ctc_in_step = True
 
     def enable_ctc(self) -> None:
         """Add the learned blank embedding the auxiliary CTC loss needs."""
@@ -243,7 +246,7 @@ class SpeechLLM(nn.Module):
         loss = nn.functional.cross_entropy(logits, gold)
         correct = (logits.argmax(-1) == gold).sum()
         out = {"loss": loss, "correct": correct, "tokens": keep.sum()}
-        if self.ctc_blank is not None and self.training:
+        if self.ctc_blank is not None and self.training and self.ctc_in_step:
             out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, targets)
         return out
 
@@ -331,6 +334,7 @@ def build_speech_llm(
     model = SpeechLLM(projector, llm, loaded.tokenizer, builder(default_instruction(cfg)), encoder, builder)
     if cfg.train.ctc_weight > 0 or cfg.train.ctc_warmup_steps > 0:
         model.enable_ctc()
+        model.ctc_in_step = cfg.train.ctc_weight > 0
     return model
 
 

@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
 from slam.cache import cache_dim, load_cached_cuts
-from slam.captioning import caption_target, captioning_on, fit_contrastive, save_contrastive
+from slam.captioning import CaptionSpace, caption_target, captioning_on, fit_contrastive, save_contrastive
 from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
@@ -50,6 +50,7 @@ from slam.distributed import (
     world_size,
     wrap_for_training,
 )
+from slam.drcap import TextOnlyRows, zero_shot_on
 from slam.metrics import score_wer
 from slam.model import SpeechLLM, build_speech_llm, save_assets
 from slam.sentence import SentenceEncoder
@@ -83,6 +84,8 @@ def run_key(cfg: SlamConfig) -> str:
         payload["bias"] = {k: getattr(cfg.bias, k) for k in TRAINING_KEYS}
     if translation_on(cfg):
         payload["st"] = dataclasses.asdict(cfg.st)
+    if zero_shot_on(cfg):  # the joint space and the prompts shape the inputs
+        payload["caption"] = dataclasses.asdict(cfg.caption)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -149,17 +152,22 @@ class Batches:
             self.epoch, self.in_epoch = self.epoch + 1, 0
 
 
-def row_makers(cfg: SlamConfig, cuts: CutSet) -> tuple[Any, Any]:
-    """A recipe's per-row ``(instruction, target)`` for the dataset (``None``: the fixed prompt,
-    the transcript)."""
+def row_makers(
+    cfg: SlamConfig, cuts: CutSet, dev_cuts: CutSet, space: CaptionSpace | None = None
+) -> tuple[Any, Any, Any]:
+    """A recipe's per-row ``(instruction, target, features)`` for the dataset (``None``: the
+    fixed prompt, the transcript, the cached encoder frames)."""
     if biasing_on(cfg):  # every row's prompt carries its own biasing list (slam.biasing)
-        return training_lists(cuts, cfg.bias), None
+        return training_lists(cuts, cfg.bias), None, None
+    if space is not None:  # zero-shot captioning: text vectors in, similar captions in the prompt
+        rows = TextOnlyRows(space, cuts, dev_cuts, cfg.caption)
+        return rows.instruction, caption_target, rows.features
     if captioning_on(cfg):  # each epoch trains on another of a clip's captions (slam.captioning)
-        return None, caption_target
+        return None, caption_target, None
     if translation_on(cfg):  # the curriculum's task decides prompt and answer (slam.translation)
         curriculum = Curriculum(cfg)
-        return curriculum.instruction, curriculum.answer
-    return None, None
+        return curriculum.instruction, curriculum.answer, None
+    return None, None, None
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -294,21 +302,28 @@ def train(cfg: SlamConfig) -> dict:
 
     if use_cache:
         train_cuts, dev_cuts = load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev")
-        model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
+        # zero-shot captioning: the LLM's input is one vector of the joint audio-text space
+        model = build_speech_llm(cfg, encoder_dim=cfg.caption.dim if zero_shot_on(cfg) else cache_dim(cfg))
     else:
         train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
         model = build_speech_llm(cfg, with_encoder=True)
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    instruction, target = row_makers(cfg, train_cuts)
     if captioning_on(cfg) and not use_cache:
         raise ConfigError("recipe aac: the contrastive model reads cached encoder outputs, "
                           "set train.use_cache: true")
-    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, instruction, target)
+    space, contrast_loss = None, None
+    if zero_shot_on(cfg):  # DRCap: the joint space first, the LLM learns from its text side
+        sentences = SentenceEncoder(cfg.caption.text_model)
+        contrast, contrast_loss = fit_contrastive(train_cuts, sentences, cfg.caption)
+        space = CaptionSpace(contrast, sentences)
+    instruction, target, features = row_makers(cfg, train_cuts, dev_cuts, space)
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, instruction, target,
+                               features)  # fmt: skip
     # dev rows keep the lists and captions of epoch 0 and the curriculum's last stage, so that
     # dev losses stay comparable along the run and measure what is decoded
-    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, instruction, target)
+    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, instruction, target, features)
     dev_dataset.step = cfg.train.max_steps
     dev_batches = list(
         DynamicBucketingSampler(
@@ -367,8 +382,10 @@ def train(cfg: SlamConfig) -> dict:
                 train_cuts, AudioTextDataset(model.tokenizer, dataset.encoder),
                 cache_dim(cfg) if use_cache else model.encoder.dim, cfg.bias, device, cfg.train.seed,
             )  # fmt: skip
-        contrast = None
-        if captioning_on(cfg) and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
+        contrast = space.model if space is not None else None
+        if contrast is not None:
+            summary["contrastive_loss"] = contrast_loss
+        elif captioning_on(cfg) and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
             contrast, summary["contrastive_loss"] = fit_contrastive(
                 train_cuts, SentenceEncoder(cfg.caption.text_model), cfg.caption)
         weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP

@@ -77,6 +77,39 @@ def test_refine_picks_the_candidate_nearest_the_audio_and_retrieval_the_nearest_
     assert space.nearest(cuts, ["hum", "beep"]) == ["beep", "hum"]
 
 
+def test_drcap_retrieval_leaves_out_own_captions_and_projection_decoding_moves_to_the_text_side():
+    from slam.config import CaptionConfig
+    from slam.drcap import AudioRows, Datastore, TextOnlyRows, prompt
+
+    s = 2**-0.5
+    text = {"a beep": [1.0, 0.0], "a short beep": [s, s], "a low hum": [0.0, 1.0], "a dog": [-1.0, 0.0]}
+    space = _FixedSpace(audio={"c1": [0.8, 0.6], "c2": [-0.6, -0.8]}, text=text)
+    cc = CaptionConfig(retrieved=2, projection_temperature=1e-3)
+    store = Datastore(space, sorted(text), cc)
+    query = torch.tensor([[1.0, 0.0]])
+    assert store.nearest(query) == [["a beep", "a short beep"]]
+    assert store.nearest(query, [["a beep"]]) == [["a short beep", "a low hum"]]  # its own left out
+    # cosines of c1's audio with the captions: 0.8, ~0.99, 0.6, -0.8: at a tiny temperature the
+    # projection is the nearest caption's vector; at a large one the mean of all four, renormalised
+    audio = torch.tensor([[0.8, 0.6]])
+    assert torch.allclose(store.project(audio), torch.tensor([[s, s]]), atol=1e-4)
+    store.cc = CaptionConfig(projection_temperature=1e4)
+    mean = torch.tensor([[1.0 + s - 1.0, s + 1.0]])
+    assert torch.allclose(store.project(audio), mean / mean.norm(), atol=1e-3)
+    store.cc = cc
+
+    cuts = CutSet.from_cuts([_cut("c1", ["a beep", "a short beep"]), _cut("c2", ["a low hum"])])
+    rows = TextOnlyRows(space, cuts, CutSet.from_cuts([]), cc)
+    # training: the input is the epoch's target caption's own vector, the prompt its neighbours
+    # among the training captions other than the clip's own
+    target = caption_target(cuts[0], 0)
+    assert torch.allclose(rows.features(cuts[0], 0), torch.tensor([text[target]]))
+    assert rows.instruction(cuts[0], 0) == prompt(cc, ["a low hum"])  # nothing else is left
+    decoding = AudioRows(space, store, cuts)
+    assert torch.allclose(decoding.features(cuts[0]), torch.tensor([[s, s]]), atol=1e-4)
+    assert decoding.instruction(cuts[1]) == prompt(cc, ["a dog", "a beep"])  # cosines 0.6, -0.6
+
+
 def test_scenes_source_and_an_unknown_source(tmp_path):
     from slam.corpora import prepare_corpus
 
@@ -145,6 +178,50 @@ def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
     assert "| test | most frequent training caption |" in results and "CIDEr-D" in results
     assert "METEOR n/a: not requested" in results
     assert (Path(cfg.score.dir) / "aac" / "scores.png").exists()
+
+
+def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
+    """DRCap: the LLM trains on caption vectors only and decodes from projected audio vectors."""
+    from slam import data
+    from slam.cache import build_cache
+    from slam.corpora import prepare_corpus
+    from slam.decode import decode, read_hyps
+    from slam.score import score
+    from slam.train import MODEL, train
+
+    cfg = tiny_cfg
+    cfg.recipe, cfg.caption.zero_shot = "aac", True
+    cfg.corpus.dir = str(tmp_path / "scenes")
+    cfg.corpus.source, cfg.corpus.num_utterances, cfg.corpus.real_sets = "scenes", 30, []
+    cfg.corpus.dev_fraction = cfg.corpus.test_fraction = 0.2
+    cfg.projector.k, cfg.caption.dim = 1, 16
+    cfg.train.max_steps, cfg.train.max_duration, cfg.train.ctc_weight = 3, 60.0, 0.0
+    cfg.decode.num_beams, cfg.caption.refine_beams, cfg.decode.max_new_tokens = [1, 2], [1, 2], 4
+    cfg.caption.steps, cfg.caption.batch_size, cfg.caption.meteor = 60, 8, False
+    prepare_corpus(cfg)
+    build_cache(cfg)
+    seen: list[tuple[list[str], list[int]]] = []
+    getitem = data.AudioTextDataset.__getitem__
+
+    def spy(self, cuts):  # what the LLM is given: instructions and input lengths
+        batch = getitem(self, cuts)
+        seen.append((batch.get("instructions") or [], batch["lengths"].tolist()))
+        return batch
+
+    monkeypatch.setattr(data.AudioTextDataset, "__getitem__", spy)
+    summary = train(cfg)
+    assert summary["contrastive_loss"] < math.log(8)
+    assert seen and all(length == 1 for _, lengths in seen for length in lengths)  # one vector per clip
+    assert all(i.startswith("Similar captions: ") for instructions, _ in seen for i in instructions)
+    projector = json.loads((Path(cfg.train.dir) / MODEL / "projector.json").read_text())
+    assert projector["in_dim"] == 16  # the joint space, not the encoder's frames
+
+    decode(cfg)
+    test_ids = {c.id for c in CutSet.from_file(tmp_path / "scenes/test.jsonl.gz")}
+    for label in ("beam1", "beam2", "refine", "retrieval"):
+        assert {r["id"] for r in read_hyps(Path(cfg.decode.dir) / f"test.{label}.jsonl")} == test_ids
+    metrics = score(cfg)
+    assert set(metrics["llm"]) == {"test.beam1", "test.beam2", "test.refine", "test.retrieval"}
 
 
 # -- music ---------------------------------------------------------------------------------------
