@@ -46,8 +46,11 @@ def _byte_bpe(specials: list[str], vocab_size: int = 320) -> Tokenizer:
     return tok
 
 
-def save_tiny_llm(directory: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """A random Llama with a byte-level BPE tokenizer and a chat template."""
+def save_tiny_llm(
+    directory: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0, tie_embeddings: bool = False
+) -> Path:
+    """A random Llama with a byte-level BPE tokenizer and a chat template (``tie_embeddings``:
+    the output layer is the token embeddings, as in SmolLM2)."""
     directory = Path(directory)
     specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = PreTrainedTokenizerFast(
@@ -61,6 +64,7 @@ def save_tiny_llm(directory: str | Path, hidden: int = 32, layers: int = 2, seed
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=tie_embeddings,
     )
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

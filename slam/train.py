@@ -178,7 +178,7 @@ GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, state: dict) -> None:
     """``model`` is what trains (bare, DDP or FSDP); every rank calls this, rank 0 writes."""
-    weights = get_model_state_dict(model, options=GATHER)
+    weights = trainable_only(get_model_state_dict(model, options=GATHER), model)
     optim_state = get_optimizer_state_dict(model, optimizer, options=GATHER)
     if is_main():
         with atomic_dir(directory / f"step-{state['step']:07d}") as tmp:
@@ -191,6 +191,14 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
     barrier()
 
 
+def trainable_only(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of trainable parameters. ``ignore_frozen_params`` misses the second name of
+    a tied weight (SmolLM2's ``lm_head`` is its frozen token embeddings: 28M parameters that
+    would go into every checkpoint and fail the resume's check)."""
+    names = {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
+    return {k: v for k, v in weights.items() if k in names}
+
+
 def latest_checkpoint(directory: Path, key: str) -> Path | None:
     for ckpt in sorted(directory.glob("step-*"), reverse=True):
         state_file = ckpt / "state.json"
@@ -201,6 +209,9 @@ def latest_checkpoint(directory: Path, key: str) -> Path | None:
 
 def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     weights = load_file(str(ckpt / TRAINABLE))
+    model_keys, trained = set(unwrap(model).state_dict()), trainable_only(weights, model)
+    # a frozen weight's second name, written by an earlier version (see trainable_only): dropped
+    weights = {k: v for k, v in weights.items() if k in trained or k not in model_keys}
     unknown = set(weights) - {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
     if unknown:
         raise ValueError(f"{ckpt} has parameters this model does not train: {sorted(unknown)[:5]}")

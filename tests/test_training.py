@@ -176,3 +176,26 @@ def test_ctc_warmup_moves_only_the_projector_and_is_not_repeated_on_resume(tiny_
     monkeypatch.setattr("slam.train.ctc_warmup", lambda *a, **k: pytest.fail("warm-up repeated"))
     summary = train(tiny_cfg)
     assert summary["steps"] == 4 and summary["ctc_warmup_steps"] == 30
+
+
+def test_checkpoints_hold_only_trainable_weights_when_embeddings_are_tied(tiny_cfg, tmp_path):
+    """A tied output layer is the frozen token embeddings under a second name: it stays out of
+    checkpoints, and one that carries it (written by an earlier version) still resumes."""
+    from safetensors.torch import save_file
+
+    from slam.testing import save_tiny_llm
+    from slam.train import TRAINABLE
+
+    tiny_cfg.llm.path = str(save_tiny_llm(tmp_path / "tied-llm", tie_embeddings=True))
+    tiny_cfg.train.max_steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.eval_every = 2, 1, 100
+    build_cache(tiny_cfg)
+    train(tiny_cfg)
+    ckpt = sorted((Path(tiny_cfg.train.dir) / CHECKPOINTS).glob("step-*"))[-1]
+    weights = load_file(str(ckpt / TRAINABLE))
+    model = build_speech_llm(tiny_cfg, encoder_dim=32)
+    assert set(weights) == set(model.trainable_state())
+    head = next(k for k in model.state_dict() if "lm_head" in k)
+    assert head not in weights
+    save_file({**weights, head: model.state_dict()[head].contiguous()}, str(ckpt / TRAINABLE))
+    tiny_cfg.train.max_steps = 3
+    assert train(tiny_cfg)["steps"] == 3
