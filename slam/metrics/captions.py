@@ -124,11 +124,21 @@ def prepare_java_tools(cache_dir: str | Path | None = None, java: str | None = N
         if no_java:
             tools.missing[tool] = no_java
         elif not (tools.cache_dir / "aac-metrics" / jar).is_file():
-            tools.missing[tool] = f"{jar} not in {tools.cache_dir} (pip install pycocoevalcap==1.2 ships it)"
+            tools.missing[tool] = (f"{jar} not in {_shown(tools.cache_dir)} "
+                                   "(pip install pycocoevalcap==1.2 ships it)")
     spice_missing = no_java or _spice_missing(tools.cache_dir)
     if spice_missing:
         tools.missing["spice"] = spice_missing
     return tools
+
+
+def _shown(path: Path) -> str:
+    """A path as messages (and the committed metrics that keep them) show it: relative to the
+    working directory when inside it, so no machine's layout ends up in a results file."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _spice_missing(cache_dir: Path) -> str | None:
@@ -138,7 +148,7 @@ def _spice_missing(cache_dir: Path) -> str | None:
     lib = cache_dir / SPICE_LIB[0]
     absent = [jar for jar in SPICE_CORENLP if not (lib / jar).is_file()]
     if absent:
-        return f"SPICE needs {' and '.join(absent)} in {lib} (not in any package registry)"
+        return f"SPICE needs {' and '.join(absent)} in {_shown(lib)} (not in any package registry)"
     return None
 
 
