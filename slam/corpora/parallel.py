@@ -16,7 +16,6 @@ import gettext
 import logging
 import random
 import re
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from slam.config import CorpusConfig
 from slam.corpora import text as text_mod
 from slam.corpora.base import SYNTHESIZERS, SynthesisBuild
-from slam.corpora.tts import available_engines, jobs_to_cuts, plan_renderings, render
+from slam.corpora.tts import speak_sentences
 
 log = logging.getLogger(__name__)
 
@@ -111,29 +110,15 @@ def parallel_pool(cfg: CorpusConfig) -> tuple[dict[str, str], dict[str, Any]]:
 
 @SYNTHESIZERS.register("parallel")
 def synthesize_parallel(cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str]) -> SynthesisBuild:
-    """Parallel text -> source sentences per split (by a hash of the sentence, so none crosses
-    sets) -> seeded voices of ``cfg.language`` -> wavs -> cuts with their translations."""
+    """Parallel text -> the source sentences spoken (:func:`speak_sentences`, so no sentence
+    crosses sets) -> cuts with their translations."""
     if not cfg.translation_language:
         raise ValueError("corpus.source parallel needs corpus.translation_language (e.g. 'en')")
     splits = [s for s in text_mod.SPLITS if s in set(splits)]
-    pool, summary = parallel_pool(cfg)
-    sentences = text_mod.pick_sentences(list(pool), cfg.num_utterances, cfg.dev_fraction,
-                                        cfg.test_fraction, splits)  # fmt: skip
-    engines = available_engines(cfg.engines, cfg.language)
-    jobs = plan_renderings(sentences, engines, cfg.seed)
-    report = render(jobs, audio_dir, {n: e for n, (e, _) in engines.items()}, cfg.num_workers,
-                    cfg.sample_rate)  # fmt: skip
+    pool, sources = parallel_pool(cfg)
     language = LANGUAGE_NAMES.get(cfg.language, cfg.language)
-    cuts = {}
-    for split in splits:
-        mine = [j for j in jobs if j.split == split]
-        cuts[split] = jobs_to_cuts(mine, report, language)
-        for cut in cuts[split]:  # an eager CutSet: the supervisions are the objects kept
+    cuts, summary = speak_sentences(cfg, list(pool), audio_dir, splits, language)
+    for split_cuts in cuts.values():
+        for cut in split_cuts:  # an eager CutSet: the supervisions are the objects kept
             cut.supervisions[0].custom[TRANSLATION] = pool[cut.supervisions[0].text]
-    failed = Counter(j.split for j in jobs if j.id in report.failed)
-    summary.update({"utterances": len(report.done), "failed": len(report.failed),
-                    "failed_by_split": dict(failed),
-                    "engines": {n: len(v) for n, (_, v) in engines.items()},
-                    "audio_hours": round(report.audio_seconds / 3600, 4),
-                    "wall_seconds": round(report.wall_seconds, 1)})  # fmt: skip
-    return cuts, summary
+    return cuts, {**summary, **sources}

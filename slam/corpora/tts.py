@@ -477,26 +477,19 @@ def jobs_to_cuts(jobs: Iterable[RenderJob], report: RenderReport, language: str 
     return CutSet.from_cuts(cuts)
 
 
-@SYNTHESIZERS.register("tts")
-def synthesize_corpus(
-    cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str] = text_mod.SPLITS
+def speak_sentences(
+    cfg: CorpusConfig, pool: list[str], audio_dir: Path, splits: list[str], language: str = "English"
 ) -> tuple[dict[str, CutSet], dict[str, Any]]:
-    """Text pool -> sentences per split -> seeded voices -> wavs -> one CutSet per split.
-
-    Returns the cut sets and a summary (counts, failures, throughput) for ``stats.json``.
-    """
-    if cfg.language != "en":
-        raise ValueError(f"corpus.language {cfg.language!r}: the tts source speaks English sentences; "
-                         "source parallel speaks other languages")
-    splits = [s for s in text_mod.SPLITS if s in set(splits)]
-    pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
+    """Sentences per split (by a hash of each, from ``pool``) -> seeded voices of
+    ``cfg.language`` -> wavs -> one CutSet per split, and a summary (counts, failures,
+    throughput) for ``stats.json``. Shared by the tts and parallel sources."""
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
-    engines = available_engines(cfg.engines)
+    engines = available_engines(cfg.engines, cfg.language)
     jobs = plan_renderings(sentences, engines, cfg.seed)
     report = render(
         jobs, audio_dir, {n: e for n, (e, _) in engines.items()}, cfg.num_workers, cfg.sample_rate
     )
-    cuts = {s: jobs_to_cuts([j for j in jobs if j.split == s], report) for s in splits}
+    cuts = {s: jobs_to_cuts([j for j in jobs if j.split == s], report, language) for s in splits}
     failed = Counter(j.split for j in jobs if j.id in report.failed)
     summary = {
         "pool_sentences": len(pool),
@@ -511,3 +504,16 @@ def synthesize_corpus(
         "workers": cfg.num_workers or os.cpu_count() or 1,
     }
     return cuts, summary
+
+
+@SYNTHESIZERS.register("tts")
+def synthesize_corpus(
+    cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str] = text_mod.SPLITS
+) -> tuple[dict[str, CutSet], dict[str, Any]]:
+    """Text pool -> :func:`speak_sentences`."""
+    if cfg.language != "en":
+        raise ValueError(f"corpus.language {cfg.language!r}: the tts source speaks English sentences; "
+                         "source parallel speaks other languages")
+    splits = [s for s in text_mod.SPLITS if s in set(splits)]
+    pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
+    return speak_sentences(cfg, pool, audio_dir, splits)
