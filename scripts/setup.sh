@@ -10,6 +10,7 @@ DEBIAN_PACKAGES=(
   tuxpaint-stamps-default  # the captioning recipe's real test set (sounds with descriptions)
   default-jre-headless  # METEOR and the PTB tokenizer of the caption metrics are Java programs
   fluidsynth fluid-soundfont-gm timgm6mb-soundfont  # the music-captioning corpus (two SoundFonts)
+  abcmidi  # plays the music21 folk tunes (ABC) as MIDI: the folk music-captioning corpus
   asterisk-core-sounds-fr asterisk-core-sounds-fr-wav  # the speech-translation recipe's real test set
 )
 missing=()

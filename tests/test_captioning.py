@@ -21,7 +21,8 @@ from slam.captioning import (
     training_captions,
 )
 from slam.config import SlamConfig
-from slam.corpora import music
+from slam.corpora import folk, music
+from slam.corpora.text import split_of_key
 from slam.registry import UnknownComponentError
 
 
@@ -246,7 +247,8 @@ def test_music_captions_name_every_choice_and_midi_keeps_pieces_apart(tmp_path):
         assert low <= bpm <= high
         seconds = max(start + length for start, length, _ in notes) * 60 / bpm
         assert 6.0 <= seconds <= 9.0  # about the 8 s asked for
-    spans = music.write_midi(drawn, tmp_path / "batch.mid")
+    clips = [(music.INSTRUMENTS[p.instrument][0], music.beats_to_seconds(bpm, n)) for p, bpm, n in drawn]
+    spans = music.write_midi(clips, tmp_path / "batch.mid")
     for (_, end), (next_start, _) in zip(spans, spans[1:]):
         assert next_start - end == pytest.approx(music.GAP)
     midi = mido.MidiFile(tmp_path / "batch.mid")
@@ -278,3 +280,120 @@ def test_music_source_and_the_held_out_soundfont(tmp_path):
     test_pieces = {c.supervisions[0].custom["piece"] for c in sets["music_timgm"]}
     train_pieces = {c.supervisions[0].custom["piece"] for c in sets["train"]}
     assert not test_pieces & train_pieces
+
+
+# -- folk tunes ----------------------------------------------------------------------------------
+needs_abc2midi = pytest.mark.skipif(shutil.which("abc2midi") is None, reason="Debian abcmidi (setup.sh)")
+# Three tiny collections laid out as the music21 corpus: one tune lacks a key and is dropped
+_TUNES = {
+    "essenFolksong/songs.abc": """X:1
+T: Ein Lied
+O: Europa, Mitteleuropa, Deutschland (BRD), Hessen
+R: Liebeslied]
+M: 3/4
+L: 1/4
+Q: 1/4=60
+K: D
+DEF | A3 |]
+
+X:2
+T: Ohne Tonart
+O: Irland
+M: 2/4
+L: 1/4
+""",
+    "ryansMammoth/TheLittleReel.abc": """X:1
+T:The Little -- Reel
+M:C|
+L:1/4
+Q:1/4=120
+R:slipjig
+K:Ador
+ABcd | e4 |]
+""",
+    "oneills1850/0001-0002.abc": """X:1
+T:The Held Out Jig
+M:6/8
+L:1/8
+R:jig
+K:G
+GAB cde | d6 |]
+
+X:2
+T:An Air With No Rhythm Given
+M:9/8
+L:1/8
+K:Bb
+B3 d3 f3 |]
+""",
+}
+
+
+@pytest.fixture
+def folk_corpus(tmp_path, monkeypatch):
+    for name, text in _TUNES.items():
+        (tmp_path / "m21" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "m21" / name).write_text(text)
+    monkeypatch.setattr(folk, "corpus_root", lambda: tmp_path / "m21")
+    folk.load_tunes.cache_clear()
+    yield tmp_path / "m21"
+    folk.load_tunes.cache_clear()
+
+
+def test_folk_tunes_metadata_and_captions(folk_corpus):
+    (song,) = folk.load_tunes("essenFolksong")  # "Ohne Tonart" has no K: line
+    assert (song.title, song.metre, song.key_name, song.rhythm, song.origin) == (
+        "Ein Lied", "3/4", "D major", "folk song", "Germany")  # Essen's R: is a genre code, not a rhythm
+    (reel,) = folk.load_tunes("ryansMammoth")
+    assert (reel.metre, reel.key_name, reel.rhythm, reel.origin) == ("2/2", "A dorian", "slip jig", None)
+    jig, air = folk.load_tunes("oneills1850")
+    assert (jig.rhythm, jig.key_name, jig.origin, air.rhythm, air.key_name) == (
+        "jig", "G major", "Ireland", "tune", "B flat major")
+    assert folk.origin_of("Osteuropa, UdSSR, Russland") == "Russia"
+    assert folk.origin_of("Europa, Atlantis") is None  # an unknown place is left out, not guessed
+    for tune, words in [(song, ["three-four", "D major", "Germany"]), (jig, ["jig", "six-eight", "G major"]),
+                        (air, ["nine-eight", "B flat major", "Ireland"])]:  # fmt: skip
+        captions = folk.compose_captions(tune, "harp", np.random.default_rng(0))
+        assert len(set(captions)) == 5
+        for caption in captions:
+            assert all(w.lower() in caption.lower() for w in [*words, "harp"]), caption
+    with pytest.raises(FileNotFoundError, match="nottingham"):
+        folk.load_tunes("nottingham")
+
+
+@needs_abc2midi
+def test_folk_tune_notes_follow_the_abc(folk_corpus):
+    (song,) = folk.load_tunes("essenFolksong")
+    notes = folk.tune_notes(song, seconds=8.0)  # quarter notes at 60 bpm: one a second
+    assert [n for _, _, n in notes] == [62, 64, 66, 69]  # D E F# (K:D) A
+    assert [round(start, 1) for start, _, _ in notes] == [0.0, 1.0, 2.0, 3.0]
+    assert notes[-1][1] - notes[-1][0] == pytest.approx(3.0, abs=0.05)  # A3: three beats
+    assert [round(s, 1) for s, _, _ in folk.tune_notes(song, seconds=1.5)] == [0.0, 1.0]  # cut at 1.5 s
+
+
+@needs_abc2midi
+@needs_fluidsynth
+def test_folk_source_splits_by_title_and_holds_out_a_collection(folk_corpus, tmp_path):
+    from slam.corpora import prepare_corpus
+
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.source, cfg.corpus.num_utterances, cfg.corpus.real_sets = "folk", 10, ["folk_oneills"]
+    cfg.corpus.test_fraction = 0.2
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = prepare_corpus(cfg)
+    synthetic = [c for s in ("train", "dev", "test") for c in sets[s]]
+    assert len(synthetic) == 10
+    for name in ("train", "dev", "test"):  # both tunes drawn, each in the set its title hashes to
+        for cut in sets[name]:
+            title = cut.supervisions[0].custom["title"]
+            key = folk.Tune("", "", 0, title, "", "", "", None).split_key
+            assert split_of_key(key, cfg.corpus.dev_fraction, cfg.corpus.test_fraction) == name
+    assert {c.supervisions[0].custom["title"] for c in synthetic} == {"Ein Lied", "The Little -- Reel"}
+    held_out = sets["folk_oneills"]
+    assert sorted(c.supervisions[0].custom["title"] for c in held_out) == ["An Air With No Rhythm Given",
+                                                                           "The Held Out Jig"]  # fmt: skip
+    for cut in [*synthetic, *held_out]:
+        sup = cut.supervisions[0]
+        assert np.abs(cut.load_audio()).max() > 0.01 and 1.0 < cut.duration < 10.0
+        assert sup.custom["instrument"] in sup.text.lower() and sup.text == sup.custom["captions"][0]

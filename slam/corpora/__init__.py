@@ -32,6 +32,7 @@ from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
 from slam.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en, asterisk_fr)
+from slam.corpora import folk as _folk  # noqa: F401  (registers the folk source, folk_oneills)
 from slam.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
 from slam.corpora import parallel as _parallel  # noqa: F401  (registers the parallel source)
 from slam.corpora import scenes as _scenes  # noqa: F401  (registers the scenes source)

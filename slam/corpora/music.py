@@ -21,9 +21,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,18 +162,25 @@ GAP = 2.0  # seconds of silence between two pieces of one rendering: room for re
 BATCH = 40  # pieces per FluidSynth call: loading FluidR3 (145 MB) takes longer than a piece
 
 
-def write_midi(pieces: list[tuple[Piece, int, list[Note]]], path: Path) -> list[tuple[float, float]]:
-    """Several pieces one after another in one MIDI file (1 tick = 1 ms at a fixed 60 bpm);
-    returns each piece's ``(start, end)`` in seconds. Each piece has a channel of its own (never
-    10, the drums) with its instrument's program."""
+Event = tuple[float, float, int]  # start and end in seconds from the clip's start, MIDI note
+
+
+def beats_to_seconds(bpm: int, notes: list[Note]) -> list[Event]:
+    return [(start * 60 / bpm, (start + length) * 60 / bpm, note) for start, length, note in notes]
+
+
+def write_midi(clips: list[tuple[int, list[Event]]], path: Path) -> list[tuple[float, float]]:
+    """Several clips ``(General MIDI program, notes)`` one after another in one MIDI file (1
+    tick = 1 ms at a fixed 60 bpm); returns each clip's ``(start, end)`` in seconds. Each clip
+    has a channel of its own (never 10, the drums)."""
     events, spans, offset = [], [], 0.0
-    for i, (piece, bpm, notes) in enumerate(pieces):
+    for i, (program, notes) in enumerate(clips):
         channel = [c for c in range(16) if c != 9][i % 15]
-        events.append((round(offset * 1000), 0, mido.Message("program_change", channel=channel,
-                                                             program=INSTRUMENTS[piece.instrument][0])))
+        program_change = mido.Message("program_change", channel=channel, program=program)
+        events.append((round(offset * 1000), 0, program_change))
         end = offset
-        for start, length, note in notes:
-            on, off = offset + start * 60 / bpm, offset + (start + length) * 60 / bpm - 0.01
+        for start, stop, note in notes:
+            on, off = offset + start, offset + stop - 0.01
             note_on = mido.Message("note_on", channel=channel, note=note, velocity=80)
             events.append((round(on * 1000), 2, note_on))
             events.append((round(off * 1000), 1, mido.Message("note_off", channel=channel, note=note)))
@@ -223,48 +231,75 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, stream])
 
 
-def synthesize_pieces(
-    out_dir: Path, indices: Iterable[int], seed: int, soundfont: Path, sample_rate: int,
-    seconds: float = 8.0, prefix: str = "music", num_workers: int = 0,
-) -> list[tuple[Any, Piece]]:
-    """Render pieces ``indices`` of ``seed`` (``BATCH`` per FluidSynth call, ``num_workers``
-    calls at once); returns ``(cut, piece)`` pairs in index order."""
+@dataclass
+class ClipPlan:
+    """What one rendered clip plays and what its captions say."""
+
+    program: int  # General MIDI, 0-based
+    notes: list[Event]
+    captions: list[str]
+    custom: dict[str, Any]  # kept in the supervision (with the SoundFont's name)
+
+
+def render_clips(
+    out_dir: Path, plans: Iterable[tuple[str, Callable[[], ClipPlan | None]]], soundfont: Path,
+    sample_rate: int, desc: str, num_workers: int = 0,
+) -> tuple[list[Any], list[str]]:
+    """Render ``(cut id, plan)`` pairs, ``BATCH`` clips per FluidSynth call and ``num_workers``
+    calls at once (a plan is made in the worker; ``None`` or no notes skips the clip); returns
+    the cuts in order and the ids of the skipped clips."""
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def batch(chunk: list[int]) -> list[tuple[Any, Piece]]:
-        drawn = []
-        for index in chunk:
-            piece = draw_piece(_rng(seed, index, 0))
-            bpm, notes = piece_notes(piece, _rng(seed, index, 2), seconds)
-            drawn.append((index, piece, bpm, notes))
+    def batch(chunk: list[tuple[str, Callable[[], ClipPlan | None]]]) -> tuple[list[Any], list[str]]:
+        made = [(cut_id, plan()) for cut_id, plan in chunk]
+        drawn = [(cut_id, clip) for cut_id, clip in made if clip is not None and clip.notes]
+        skipped = [cut_id for cut_id, clip in made if clip is None or not clip.notes]
+        if not drawn:
+            return [], skipped
         with tempfile.TemporaryDirectory() as tmp:
             midi = Path(tmp) / "batch.mid"
-            spans = write_midi([(piece, bpm, notes) for _, piece, bpm, notes in drawn], midi)
+            spans = write_midi([(clip.program, clip.notes) for _, clip in drawn], midi)
             audio = render_midi(midi, soundfont, sample_rate)
         out = []
-        for (index, piece, bpm, _), (start, end) in zip(drawn, spans):
-            cut_id = f"{prefix}-s{seed}-{index:06d}"
+        for (cut_id, clip), (start, end) in zip(drawn, spans):
             wav = out_dir / f"{cut_id}.wav"
             tmp_wav = wav.with_name(f".{wav.stem}.tmp{os.getpid()}.wav")
             sf.write(str(tmp_wav), _clip(audio, start, end, sample_rate), sample_rate, subtype="PCM_16")
             os.replace(tmp_wav, wav)
-            captions = compose_captions(piece, _rng(seed, index, 1))
             recording = Recording.from_file(wav, recording_id=cut_id)
             supervision = SupervisionSegment(
                 id=cut_id, recording_id=cut_id, start=0.0, duration=recording.duration, channel=0,
-                text=captions[0], language="English",
-                custom={"captions": captions, "piece": piece.key, "bpm": bpm, "soundfont": soundfont.name},
+                text=clip.captions[0], language="English",
+                custom={"captions": clip.captions, **clip.custom, "soundfont": soundfont.name},
             )  # fmt: skip
-            out.append((fastcopy(recording.to_cut(), id=cut_id, supervisions=[supervision]), piece))
-        return out
+            out.append(fastcopy(recording.to_cut(), id=cut_id, supervisions=[supervision]))
+        return out, skipped
 
-    indices = list(indices)
-    chunks = [indices[i : i + BATCH] for i in range(0, len(indices), BATCH)]
+    plans = list(plans)
+    chunks = [plans[i : i + BATCH] for i in range(0, len(plans), BATCH)]
     workers = num_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:  # each FluidSynth runs in its own process
-        rendered = tqdm(pool.map(batch, chunks), total=len(chunks), desc=f"rendering {prefix}", mininterval=9)
-        done = list(rendered)
-    return [pair for chunk in done for pair in chunk]
+        done = list(tqdm(pool.map(batch, chunks), total=len(chunks), desc=f"rendering {desc}", mininterval=9))
+    return [cut for cuts, _ in done for cut in cuts], [cut_id for _, skipped in done for cut_id in skipped]
+
+
+def synthesize_pieces(
+    out_dir: Path, indices: Iterable[int], seed: int, soundfont: Path, sample_rate: int,
+    seconds: float = 8.0, prefix: str = "music", num_workers: int = 0,
+) -> list[tuple[Any, Piece]]:
+    """Render pieces ``indices`` of ``seed``; returns ``(cut, piece)`` pairs in index order."""
+    pieces = {index: draw_piece(_rng(seed, index, 0)) for index in indices}
+
+    def plan(index: int) -> ClipPlan:
+        piece = pieces[index]
+        bpm, notes = piece_notes(piece, _rng(seed, index, 2), seconds)
+        captions = compose_captions(piece, _rng(seed, index, 1))
+        program = INSTRUMENTS[piece.instrument][0]
+        return ClipPlan(program, beats_to_seconds(bpm, notes), captions, {"piece": piece.key, "bpm": bpm})
+
+    plans = [(f"{prefix}-s{seed}-{index:06d}", partial(plan, index)) for index in pieces]
+    cuts, _ = render_clips(out_dir, plans, soundfont, sample_rate, prefix, num_workers)
+    return [(cut, pieces[index]) for cut, index in zip(cuts, pieces)]
 
 
 @SYNTHESIZERS.register("music")
@@ -275,15 +310,28 @@ def synthesize_music_corpus(
     start = time.perf_counter()
     rendered = synthesize_pieces(audio_dir, range(cfg.num_utterances), cfg.seed, SOUNDFONT,
                                  cfg.sample_rate, num_workers=cfg.num_workers)  # fmt: skip
+    return split_clips(cfg, [(cut, piece.key) for cut, piece in rendered], splits, start, "music")
+
+
+def split_clips(
+    cfg: CorpusConfig, keyed: list[tuple[Any, str]], splits: Iterable[str], start: float, source: str,
+    failed_keys: Iterable[str] = (),
+) -> tuple[dict[str, CutSet], dict[str, Any]]:
+    """Rendered ``(cut, identity)`` pairs into train/dev/test by a hash of the identity, with
+    the synthesis summary (clips, hours, speed, the failed renders of each split)."""
     by_split: dict[str, list] = {s: [] for s in SPLITS}
-    for cut, piece in rendered:
-        by_split[split_of_key(piece.key, cfg.dev_fraction, cfg.test_fraction)].append(cut)
+    for cut, key in keyed:
+        by_split[split_of_key(key, cfg.dev_fraction, cfg.test_fraction)].append(cut)
+    failed: dict[str, int] = {}
+    for key in failed_keys:
+        split = split_of_key(key, cfg.dev_fraction, cfg.test_fraction)
+        failed[split] = failed.get(split, 0) + 1
     wall = time.perf_counter() - start
-    hours = sum(c.duration for c, _ in rendered) / 3600
-    log.info("music: %d clips, %.2f h in %.0f s (%.0fx real time)", len(rendered), hours, wall,
-             hours * 3600 / max(wall, 1e-9))  # fmt: skip
-    summary = {"clips": len(rendered), "audio_hours": round(hours, 4), "wall_seconds": round(wall, 1),
-               "soundfont": SOUNDFONT.name, "failed_by_split": {}}  # fmt: skip
+    hours = sum(c.duration for c, _ in keyed) / 3600
+    log.info("%s: %d clips, %.2f h in %.0f s (%.0fx real time), %d failed", source, len(keyed), hours,
+             wall, hours * 3600 / max(wall, 1e-9), sum(failed.values()))  # fmt: skip
+    summary = {"clips": len(keyed), "audio_hours": round(hours, 4), "wall_seconds": round(wall, 1),
+               "soundfont": SOUNDFONT.name, "failed_by_split": failed}  # fmt: skip
     return {s: CutSet.from_cuts(by_split[s]) for s in SPLITS if s in set(splits)}, summary
 
 
