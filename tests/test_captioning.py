@@ -310,6 +310,14 @@ Q:1/4=120
 R:slipjig
 K:Ador
 ABcd | e4 |]
+
+X:2
+T:Rests Only -- Reel
+M:4/4
+L:1/4
+R:reel
+K:D
+z4 | z4 |]
 """,
     "oneills1850/0001-0002.abc": """X:1
 T:The Held Out Jig
@@ -344,7 +352,7 @@ def test_folk_tunes_metadata_and_captions(folk_corpus):
     (song,) = folk.load_tunes("essenFolksong")  # "Ohne Tonart" has no K: line
     assert (song.title, song.metre, song.key_name, song.rhythm, song.origin) == (
         "Ein Lied", "3/4", "D major", "folk song", "Germany")  # Essen's R: is a genre code, not a rhythm
-    (reel,) = folk.load_tunes("ryansMammoth")
+    reel, _silent = folk.load_tunes("ryansMammoth")
     assert (reel.metre, reel.key_name, reel.rhythm, reel.origin) == ("2/2", "A dorian", "slip jig", None)
     jig, air = folk.load_tunes("oneills1850")
     assert (jig.rhythm, jig.key_name, jig.origin, air.rhythm, air.key_name) == (
@@ -383,7 +391,9 @@ def test_folk_source_splits_by_title_and_holds_out_a_collection(folk_corpus, tmp
     cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = prepare_corpus(cfg)
     synthetic = [c for s in ("train", "dev", "test") for c in sets[s]]
-    assert len(synthetic) == 10
+    failed = json.loads((tmp_path / "corpus" / "stats.json").read_text())["synthesis"]["failed_by_split"]
+    assert sum(failed.values()) > 0 and len(synthetic) + sum(failed.values()) == 10  # rests only: skipped
+    assert set(failed) == {split_of_key("rests only reel", 0.05, 0.2)}  # counted in the set of its title
     for name in ("train", "dev", "test"):  # both tunes drawn, each in the set its title hashes to
         for cut in sets[name]:
             title = cut.supervisions[0].custom["title"]
