@@ -206,11 +206,13 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, stream, 7])  # 7: apart from the music source's streams
 
 
-def folk_plans(
-    tunes: tuple[Tune, ...], picks: Iterable[tuple[int, int]], seed: int, prefix: str, seconds: float = 8.0
-) -> list[tuple[str, Any, Tune]]:
-    """``(cut id, plan, tune)`` for each ``(index, tune number)`` pick; the plan draws the
-    instrument and captions and runs abc2midi when called (in a rendering worker)."""
+def render_tunes(
+    tunes: tuple[Tune, ...], picks: Iterable[tuple[int, int]], cfg: CorpusConfig, prefix: str,
+    audio_dir: Path, seconds: float = 8.0,
+) -> tuple[list[tuple[Any, Tune]], list[Tune]]:
+    """Render each ``(index, tune number)`` pick on a drawn instrument (abc2midi runs in the
+    rendering workers); returns ``(cut, tune)`` pairs and the tunes abc2midi could not play."""
+    seed = cfg.seed
 
     def plan(index: int, tune: Tune) -> ClipPlan | None:
         instrument = list(FOLK_INSTRUMENTS)[int(_rng(seed, index, 1).integers(len(FOLK_INSTRUMENTS)))]
@@ -223,7 +225,10 @@ def folk_plans(
                   "instrument": instrument}  # fmt: skip
         return ClipPlan(FOLK_INSTRUMENTS[instrument], notes, captions, custom)
 
-    return [(f"{prefix}-s{seed}-{i:06d}", functools.partial(plan, i, tunes[t]), tunes[t]) for i, t in picks]
+    tune_of = {f"{prefix}-s{seed}-{i:06d}": (i, tunes[t]) for i, t in picks}
+    plans = [(cut_id, functools.partial(plan, i, tune)) for cut_id, (i, tune) in tune_of.items()]
+    cuts, failed = render_clips(audio_dir, plans, SOUNDFONT, cfg.sample_rate, prefix, cfg.num_workers)
+    return [(cut, tune_of[cut.id][1]) for cut in cuts], [tune_of[cut_id][1] for cut_id in failed]
 
 
 @SYNTHESIZERS.register("folk")
@@ -241,12 +246,9 @@ def synthesize_folk_corpus(
         rng = _rng(cfg.seed, index, 0)
         c = int(rng.integers(len(pools)))
         picks.append((index, int(offsets[c] + rng.integers(len(pools[c])))))
-    plans = folk_plans(tunes, picks, cfg.seed, "folk")
-    cuts, failed = render_clips(audio_dir, [(i, p) for i, p, _ in plans], SOUNDFONT, cfg.sample_rate,
-                                "folk", cfg.num_workers)  # fmt: skip
-    tune_of = {cut_id: tune for cut_id, _, tune in plans}
-    return split_clips(cfg, [(cut, tune_of[cut.id].split_key) for cut in cuts], splits, start, "folk",
-                       failed_keys=[tune_of[i].split_key for i in failed])  # fmt: skip
+    rendered, failed = render_tunes(tunes, picks, cfg, "folk", audio_dir)
+    return split_clips(cfg, [(cut, tune.split_key) for cut, tune in rendered], splits, start, "folk",
+                       failed_keys=[tune.split_key for tune in failed])  # fmt: skip
 
 
 @CORPORA.register("folk_oneills")
@@ -256,11 +258,11 @@ def folk_oneills(cfg: CorpusConfig) -> CorpusBuild:
     tunes = load_tunes(HELD_OUT_COLLECTION)
     wanted = min(len(tunes), max(1, round(cfg.num_utterances * cfg.test_fraction)))
     order = np.random.default_rng([cfg.seed, 11]).permutation(len(tunes))[:wanted]
-    plans = folk_plans(tunes, [(i, int(t)) for i, t in enumerate(order)], cfg.seed, "folk-oneills")
+    picks = [(i, int(t)) for i, t in enumerate(order)]
     audio_dir = Path(cfg.dir) / "audio" / "folk_oneills"
-    cuts, failed = render_clips(audio_dir, [(i, p) for i, p, _ in plans], SOUNDFONT, cfg.sample_rate,
-                                "folk_oneills", cfg.num_workers)  # fmt: skip
-    cut_set, counts = validate_cuts(CutSet.from_cuts(cuts), cfg.sample_rate, cfg.skip_bad)
+    rendered, failed = render_tunes(tunes, picks, cfg, "folk-oneills", audio_dir)
+    cuts = CutSet.from_cuts([cut for cut, _ in rendered])
+    cut_set, counts = validate_cuts(cuts, cfg.sample_rate, cfg.skip_bad)
     if failed:
         counts["skipped"]["render_failed"] = len(failed)
     counts["source"] = HELD_OUT_COLLECTION

@@ -251,9 +251,13 @@ def render_clips(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def batch(chunk: list[tuple[str, Callable[[], ClipPlan | None]]]) -> tuple[list[Any], list[str]]:
-        made = [(cut_id, plan()) for cut_id, plan in chunk]
-        drawn = [(cut_id, clip) for cut_id, clip in made if clip is not None and clip.notes]
-        skipped = [cut_id for cut_id, clip in made if clip is None or not clip.notes]
+        drawn, skipped = [], []
+        for cut_id, plan in chunk:
+            clip = plan()
+            if clip is not None and clip.notes:
+                drawn.append((cut_id, clip))
+            else:
+                skipped.append(cut_id)
         if not drawn:
             return [], skipped
         with tempfile.TemporaryDirectory() as tmp:
