@@ -7,6 +7,7 @@ here is a no-op and the world is one process.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -40,7 +41,15 @@ def init_distributed(cfg: RuntimeConfig) -> torch.device:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         backend = cfg.backend or ("nccl" if device.startswith("cuda") else "gloo")
         dist.init_process_group(backend=backend)
+        # leave the group before interpreter teardown: a rank exiting with live gloo threads
+        # can abort ("terminate called without an active exception") after its work is done
+        atexit.register(_leave_group)
     return torch.device(device)
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
