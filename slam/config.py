@@ -37,7 +37,12 @@ class ZooModelConfig:
 @dataclass
 class ZooConfig:
     dir: str = "models"
-    models: list[ZooModelConfig] = field(default_factory=list)
+    models: list[ZooModelConfig] = field(default_factory=list)  # stage zoo imports them all
+    # The LLM catalog: stage zoo_llm imports only the entry whose ``<llm_dir>/<name>`` is
+    # ``llm.path``, so a recipe never waits for LLMs it does not use, and switching LLMs
+    # leaves the encoders' folders (and so the encoder cache) untouched.
+    llm_dir: str = "llms"
+    llms: list[ZooModelConfig] = field(default_factory=list)
     # a real recording + transcript the imported Whisper must transcribe (empty: skip)
     check_audio: str = ""
     check_text: str = ""
@@ -104,7 +109,7 @@ class ProjectorConfig:
 @dataclass
 class LLMConfig:
     name: str = "causal_lm"
-    path: str = "models/smollm2-135m-instruct"
+    path: str = "llms/smollm2-135m-instruct"
     chat_template: bool = True  # False: a plain prompt for base models
     trust_remote_code: bool = False
 

@@ -85,14 +85,14 @@ def test_speech_llm_trains_and_generates(tiny_llms, arch) -> None:
 
 @pytest.mark.parametrize("option", ["smollm2_135m_instruct", "qwen2_5_coder_0_5b_instruct", "gemma3_270m"])
 def test_every_llm_option_is_imported_by_the_zoo(option) -> None:
-    """``-S llm=<option>`` points at a folder the default zoo stage writes."""
+    """``-S llm=<option>`` points at a folder the zoo_llm stage writes."""
     import yaml
 
     from slam.compose import compose_params
 
     root = Path(__file__).resolve().parents[1]
     composed = yaml.safe_load(compose_params([f"llm={option}"], root / "params"))
-    zoo = {f"{composed['zoo']['dir']}/{m['name']}": m for m in composed["zoo"]["models"]}
+    zoo = {f"{composed['zoo']['llm_dir']}/{m['name']}": m for m in composed["zoo"]["llms"]}
     assert composed["llm"]["path"] in zoo
     assert zoo[composed["llm"]["path"]]["importer"] == "gguf_llm"
     assert composed["llm"]["chat_template"] == (option != "gemma3_270m")

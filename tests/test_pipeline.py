@@ -1,7 +1,8 @@
 """The real DVC pipeline end to end on a micro corpus with tiny random models.
 
 Runs `dvc repro` in a copy of the project, then checks that a second `dvc repro` does
-nothing and that `dvc exp run -S peft.r=...` reruns train, decode and score only.
+nothing, that `dvc exp run -S peft.r=...` reruns train, decode and score only, and that
+switching the LLM adds only its import (zoo_llm), not the encoder's zoo, corpus or cache.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
 ]
+
+
+STAGES = ("zoo", "zoo_llm", "prepare", "cache", "train", "decode", "baseline", "score")
+
+
+def ran_stages(dvc_output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in dvc_output}
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -56,8 +64,10 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_then_noop_then_experiment(project):
     out = run(["dvc", "repro"], project)
-    for stage in ("zoo", "prepare", "cache", "train", "decode", "baseline", "score"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
+    # the zoo_llm stage imports only the LLM the recipe uses
+    assert sorted(p.name for p in (project / "llms").iterdir() if p.is_dir()) == ["tiny-llm"]
     metrics = json.loads((project / "metrics/asr/scores.json").read_text())
     assert set(metrics) == {"llm", "whisper"}
     assert metrics["llm"]["test.beam1"]["utterances"] > 0
@@ -70,6 +80,8 @@ def test_repro_then_noop_then_experiment(project):
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], project)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "ran"], project)
     out = run(["dvc", "exp", "run", "-S", "profile=micro", "-S", "peft.r=2"], project)
-    ran = {s for s in ("zoo", "prepare", "cache", "train", "decode", "baseline", "score")
-           if f"Running stage '{s}'" in out}
-    assert ran == {"train", "decode", "score"}, out[-2000:]
+    assert ran_stages(out) == {"train", "decode", "score"}, out[-2000:]
+
+    out = run(["dvc", "exp", "run", "-S", "profile=micro", "-S", "llm.path=llms/tiny-qwen2"], project)
+    assert ran_stages(out) == {"zoo_llm", "train", "decode", "score"}, out[-2000:]
+    assert sorted(p.name for p in (project / "llms").iterdir() if p.is_dir()) == ["tiny-qwen2"]

@@ -14,10 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from slam.config import SlamConfig, ZooConfig, ZooModelConfig
+from slam.config import ConfigError, LLMConfig, SlamConfig, ZooConfig, ZooModelConfig
 from slam.registry import UnknownComponentError
 from slam.testing import save_tiny_causal_lm
-from slam.zoo import IMPORTERS, ZooCheckError, build_zoo, check_causal_lm, import_model, word_error_rate
+from slam.zoo import (
+    IMPORTERS,
+    ZooCheckError,
+    build_llm_zoo,
+    build_zoo,
+    check_causal_lm,
+    import_model,
+    word_error_rate,
+)
 from slam.zoo import sources as zoo_sources
 from slam.zoo.sources import SourceError, join_split_files, resolve_sources, verify_checksums
 from slam.zoo.whisper_ct2 import read_ct2_model
@@ -540,6 +548,23 @@ def test_build_zoo_writes_summary(tmp_path, test_importer) -> None:
     assert on_disk["models"][0]["importer"] == "test_write" and on_disk["models"][0]["params"] == 1
     with pytest.raises(ValueError, match="unique"):
         build_zoo(SlamConfig(zoo=ZooConfig(dir=str(tmp_path / "zoo"), models=models + models[:1])))
+
+
+def test_llm_zoo_imports_only_the_llm_the_recipe_uses(tmp_path, test_importer) -> None:
+    (tmp_path / "src").mkdir()
+    llms = [ZooModelConfig(name=n, importer="test_write", source=[str(tmp_path / "src")]) for n in ("a", "b")]
+    llm_dir = tmp_path / "llms"
+    zoo = ZooConfig(dir=str(tmp_path / "zoo"), llm_dir=str(llm_dir), llms=llms)
+    summary = build_llm_zoo(SlamConfig(zoo=zoo, llm=LLMConfig(path=str(llm_dir / "b"))))
+    assert [m["name"] for m in summary["models"]] == ["b"]
+    assert sorted(p.name for p in llm_dir.iterdir()) == ["b", "zoo.json"]
+    # a name the catalog lacks fails naming the key and the known entries, before any import
+    known = r"known: .*/llms/a, .*/llms/b"
+    with pytest.raises(ConfigError, match=r"llm.path .*/llms/c names no zoo.llms entry; " + known):
+        build_llm_zoo(SlamConfig(zoo=zoo, llm=LLMConfig(path=str(llm_dir / "c"))))
+    # a hub id (or a folder elsewhere) is left to the later stages: nothing imported
+    summary = build_llm_zoo(SlamConfig(zoo=zoo, llm=LLMConfig(path="HuggingFaceTB/SmolLM2-360M")))
+    assert summary == {"models": []} and (llm_dir / "zoo.json").exists()
 
 
 # ---------------------------------------------------------------- GGUF

@@ -1,9 +1,11 @@
 """The model zoo: pretrained weights from registry packages, imported as Hugging Face folders.
 
 ``build_zoo`` imports every ``cfg.zoo.models`` entry into ``<zoo.dir>/<name>`` with the
-importer the entry names (``IMPORTERS``), checks that each imported Whisper still transcribes
-a real recording and that each pretrained causal LM completes a simple text sensibly, and
-writes ``<zoo.dir>/zoo.json``. Nothing is fetched from a model hub unless a source is a hub id.
+importer the entry names (``IMPORTERS``); ``build_llm_zoo`` imports just the ``cfg.zoo.llms``
+entry the recipe's ``llm.path`` names into ``<zoo.llm_dir>/<name>``. Each imported Whisper
+must still transcribe a real recording and each pretrained causal LM complete a simple text
+sensibly; each folder gets a ``zoo.json`` summary. Nothing is fetched from a model hub unless
+a source is a hub id.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slam.config import SlamConfig, ZooModelConfig
+from slam.config import ConfigError, SlamConfig, ZooConfig, ZooModelConfig
 from slam.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -218,26 +220,49 @@ def check_causal_lm(model_dir: str | Path, name: str = "") -> dict[str, Any]:
 
 
 def build_zoo(cfg: SlamConfig) -> dict[str, Any]:
-    """Import every ``cfg.zoo.models`` entry, check Whispers and LLMs, write ``zoo.json``.
-
-    Tiny random models (importers that report ``random``) are not checked.
+    """The zoo stage: import every ``cfg.zoo.models`` entry into ``zoo.dir``, write ``zoo.json``.
 
     Returns the summary that ``zoo.json`` holds.
     """
-    zoo = cfg.zoo
-    zoo_dir = Path(zoo.dir)
-    names = [m.name for m in zoo.models]
+    return import_entries(cfg.zoo.models, cfg.zoo.dir, cfg.zoo)
+
+
+def build_llm_zoo(cfg: SlamConfig) -> dict[str, Any]:
+    """The zoo_llm stage: import the ``cfg.zoo.llms`` entry that ``llm.path`` names, only it.
+
+    A ``llm.path`` outside ``zoo.llm_dir`` (a Hugging Face id, a folder of the user's) is
+    loaded as given by the later stages; the folder then holds only an empty ``zoo.json``.
+    """
+    llm_dir = Path(cfg.zoo.llm_dir)
+    catalog = {llm_dir / entry.name: entry for entry in cfg.zoo.llms}
+    wanted = Path(cfg.llm.path)
+    if wanted.parent == llm_dir and wanted not in catalog:
+        known = ", ".join(str(path) for path in catalog) or "(none)"
+        raise ConfigError(f"llm.path {cfg.llm.path} names no zoo.llms entry; known: {known}")
+    entries = [catalog[wanted]] if wanted in catalog else []
+    if not entries:
+        log.info("llm.path %s is not a zoo LLM: the stages load it as given", cfg.llm.path)
+    return import_entries(entries, llm_dir, cfg.zoo)
+
+
+def import_entries(entries: list[ZooModelConfig], zoo_dir: str | Path, zoo: ZooConfig) -> dict[str, Any]:
+    """Import ``entries`` into ``zoo_dir``, check Whispers and LLMs, write ``zoo.json``.
+
+    Tiny random models (importers that report ``random``) are not checked.
+    """
+    zoo_dir = Path(zoo_dir)
+    names = [m.name for m in entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"zoo model names must be unique: {dupes}")
-    for entry in zoo.models:  # unknown importers fail before anything is downloaded
+    for entry in entries:  # unknown importers fail before anything is downloaded
         IMPORTERS.get(entry.importer)
     if zoo.check_audio and not zoo.check_text:
         raise ValueError("zoo.check_audio is set but zoo.check_text is empty")
 
     models = []
-    for i, entry in enumerate(zoo.models, 1):
-        log.info("[%d/%d] %s", i, len(zoo.models), entry.name)
+    for i, entry in enumerate(entries, 1):
+        log.info("[%d/%d] %s", i, len(entries), entry.name)
 
         def verify(folder: Path, info: dict[str, Any], name: str = entry.name) -> None:
             if info.get("random"):
@@ -251,6 +276,7 @@ def build_zoo(cfg: SlamConfig) -> dict[str, Any]:
         options = {"dtype": entry.dtype} if getattr(entry, "dtype", "") else {}
         models.append(import_model(entry, zoo_dir, zoo_dir / DOWNLOADS, verify=verify, **options))
     summary = {"models": models}
+    zoo_dir.mkdir(parents=True, exist_ok=True)
     tmp = zoo_dir / f".{SUMMARY_FILE}.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(zoo_dir / SUMMARY_FILE)
