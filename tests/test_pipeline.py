@@ -30,6 +30,10 @@ def ran_stages(dvc_output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}'" in dvc_output}
 
 
+def imported_llms(project: Path) -> list[str]:
+    return sorted(p.name for p in (project / "llms").iterdir() if p.is_dir())
+
+
 def run(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -67,7 +71,7 @@ def test_repro_then_noop_then_experiment(project):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     # the zoo_llm stage imports only the LLM the recipe uses
-    assert sorted(p.name for p in (project / "llms").iterdir() if p.is_dir()) == ["tiny-llm"]
+    assert imported_llms(project) == ["tiny-llm"]
     metrics = json.loads((project / "metrics/asr/scores.json").read_text())
     assert set(metrics) == {"llm", "whisper"}
     assert metrics["llm"]["test.beam1"]["utterances"] > 0
@@ -84,4 +88,4 @@ def test_repro_then_noop_then_experiment(project):
 
     out = run(["dvc", "exp", "run", "-S", "profile=micro", "-S", "llm.path=llms/tiny-qwen2"], project)
     assert ran_stages(out) == {"zoo_llm", "train", "decode", "score"}, out[-2000:]
-    assert sorted(p.name for p in (project / "llms").iterdir() if p.is_dir()) == ["tiny-qwen2"]
+    assert imported_llms(project) == ["tiny-qwen2"]

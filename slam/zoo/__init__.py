@@ -236,13 +236,13 @@ def build_llm_zoo(cfg: SlamConfig) -> dict[str, Any]:
     llm_dir = Path(cfg.zoo.llm_dir)
     catalog = {llm_dir / entry.name: entry for entry in cfg.zoo.llms}
     wanted = Path(cfg.llm.path)
-    if wanted.parent == llm_dir and wanted not in catalog:
-        known = ", ".join(str(path) for path in catalog) or "(none)"
-        raise ConfigError(f"llm.path {cfg.llm.path} names no zoo.llms entry; known: {known}")
-    entries = [catalog[wanted]] if wanted in catalog else []
-    if not entries:
+    entry = catalog.get(wanted)
+    if entry is None:
+        if wanted.parent == llm_dir:
+            known = ", ".join(str(path) for path in catalog) or "(none)"
+            raise ConfigError(f"llm.path {cfg.llm.path} names no zoo.llms entry; known: {known}")
         log.info("llm.path %s is not a zoo LLM: the stages load it as given", cfg.llm.path)
-    return import_entries(entries, llm_dir, cfg.zoo)
+    return import_entries([entry] if entry else [], llm_dir, cfg.zoo)
 
 
 def import_entries(entries: list[ZooModelConfig], zoo_dir: str | Path, zoo: ZooConfig) -> dict[str, Any]:
