@@ -575,6 +575,43 @@ def _permute_for_gguf(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+# Hugging Face layer tensor -> llama.cpp name, common to the Llama and Gemma 3 layouts
+_GGUF_LAYER_NAMES = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def _random_llm(model_class: type, config: object) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
+    """A seeded model with every weight drawn from N(0, 0.2), norms too, so that a wrong offset or
+    permutation in the importer shows in the logits; returns the model and its numpy state dict."""
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model, {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def _write_gguf_layers_and_close(writer, sd: dict, layers: int, names: dict, convert) -> None:
+    """Adds every layer's tensors under llama.cpp names (``convert(gguf_name, w)`` as llama.cpp
+    stores them) and writes the file."""
+    for i in range(layers):
+        for hf, gg in names.items():
+            name = f"blk.{i}.{gg}.weight"
+            writer.add_tensor(name, np.ascontiguousarray(convert(name, sd[f"model.layers.{i}.{hf}.weight"])))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def test_gguf_llm_roundtrip(tmp_path) -> None:
     gguf = pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -598,12 +635,7 @@ def test_gguf_llm_roundtrip(tmp_path) -> None:
         bos_token_id=vocab["<|im_start|>"],
         eos_token_id=vocab["<|im_end|>"],
     )
-    torch.manual_seed(0)
-    original = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in original.parameters():
-            p.normal_(0.0, 0.2)
-    sd = {k: v.numpy() for k, v in original.state_dict().items()}
+    original, sd = _random_llm(LlamaForCausalLM, config)
 
     template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -625,29 +657,14 @@ def test_gguf_llm_roundtrip(tmp_path) -> None:
     writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     writer.add_tensor("output_norm.weight", sd["model.norm.weight"])
     writer.add_tensor("output.weight", sd["lm_head.weight"])
-    names = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    for i in range(config.num_hidden_layers):
-        for hf, gg in names.items():
-            w = sd[f"model.layers.{i}.{hf}.weight"]
-            if gg == "attn_q":
-                w = _permute_for_gguf(w, config.num_attention_heads)
-            elif gg == "attn_k":
-                w = _permute_for_gguf(w, config.num_key_value_heads)
-            writer.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(w))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    heads = {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}
+
+    def permute_q_k(name: str, w: np.ndarray) -> np.ndarray:
+        head_count = heads.get(name.split(".")[2])
+        return w if head_count is None else _permute_for_gguf(w, head_count)
+
+    names = {**_GGUF_LAYER_NAMES, "post_attention_layernorm": "ffn_norm"}
+    _write_gguf_layers_and_close(writer, sd, config.num_hidden_layers, names, permute_q_k)
 
     entry = ZooModelConfig(name="tiny-llm", importer="gguf_llm", source=[str(tmp_path)], file="tiny.gguf")
     info = import_model(entry, tmp_path / "zoo", tmp_path / "dl")
@@ -691,12 +708,7 @@ def test_gguf_gemma3_roundtrip(tmp_path) -> None:
         eos_token_id=1,
         bos_token_id=2,
     )  # rope bases and query_pre_attn_scalar at their defaults: the GGUF has no keys for them
-    torch.manual_seed(0)
-    original = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in original.parameters():
-            p.normal_(0.0, 0.2)  # norms too: the +1 offset must be undone exactly
-    sd = {k: v.numpy() for k, v in original.state_dict().items()}
+    original, sd = _random_llm(Gemma3ForCausalLM, config)  # norms random: the +1 must be undone exactly
 
     writer = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gemma3")
     writer.add_name("tiny gemma")
@@ -718,33 +730,20 @@ def test_gguf_gemma3_roundtrip(tmp_path) -> None:
     writer.add_add_bos_token(True)
     writer.add_add_space_prefix(False)
 
-    def add(name: str, w: np.ndarray) -> None:
-        writer.add_tensor(name, np.ascontiguousarray(w + 1.0 if name.endswith("norm.weight") else w))
+    def norm_plus_one(name: str, w: np.ndarray) -> np.ndarray:
+        return w + 1.0 if name.endswith("norm.weight") else w
 
-    add("token_embd.weight", sd["model.embed_tokens.weight"])
-    add("output_norm.weight", sd["model.norm.weight"])
+    writer.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", norm_plus_one("output_norm.weight", sd["model.norm.weight"]))
     names = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
+        **_GGUF_LAYER_NAMES,
         "self_attn.q_norm": "attn_q_norm",
         "self_attn.k_norm": "attn_k_norm",
         "post_attention_layernorm": "post_attention_norm",
         "pre_feedforward_layernorm": "ffn_norm",
         "post_feedforward_layernorm": "post_ffw_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
     }
-    for i in range(config.num_hidden_layers):
-        for hf, gg in names.items():
-            add(f"blk.{i}.{gg}.weight", sd[f"model.layers.{i}.{hf}.weight"])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _write_gguf_layers_and_close(writer, sd, config.num_hidden_layers, names, norm_plus_one)
 
     entry = ZooModelConfig(name="tiny-gemma", importer="gguf_llm", source=[str(tmp_path)], file="g.gguf")
     info = import_model(entry, tmp_path / "zoo", tmp_path / "dl")
