@@ -25,7 +25,7 @@ lint: setup
 	ruff check .
 
 # The paper's tables from the MLflow runs (specs: params/tables.yaml) into tables/.
-.PHONY: tables grid grid-start
+.PHONY: tables grid ablation grid-start
 tables: setup
 	python -m slam.cli tables --tracking-uri "$(MLFLOW_URI)"
 
@@ -39,6 +39,13 @@ grid: setup
 	for e in $(GRID_ENCODERS); do for l in $(GRID_LLMS); do \
 	  dvc exp run --queue -S encoder=$$e -S llm=$$l $(GRID_ARGS) || exit 1; \
 	done; done
+	dvc queue status
+
+# The ablation rows of tables/ablation.md beyond the default recipe (8 runs), queued the same way.
+ABLATIONS ?= projector.k=3 projector.k=10 projector=conv1d projector=qformer projector=window_qformer \
+  peft=none peft=prefix peft=full
+ablation: setup
+	for a in $(ABLATIONS); do dvc exp run --queue -S $$a $(GRID_ARGS) || exit 1; done
 	dvc queue status
 
 # Queued runs work in temporary copies of the repo: point them at this repo's store (a SQLite
