@@ -199,3 +199,23 @@ def test_checkpoints_hold_only_trainable_weights_when_embeddings_are_tied(tiny_c
     save_file({**weights, head: model.state_dict()[head].contiguous()}, str(ckpt / TRAINABLE))
     tiny_cfg.train.max_steps = 3
     assert train(tiny_cfg)["steps"] == 3
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_only_where_the_cpu_computes_bf16(tiny_cfg, monkeypatch, caplog, native):
+    """Emulated bf16 is ~200x slower than fp32 on AVX2-only CPUs: there bf16 runs fp32, loudly."""
+    import slam.utils as utils
+
+    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(utils, "_warned_bf16", [])
+    tiny_cfg.runtime.precision = "bf16"
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="slam.utils"), utils.autocast(tiny_cfg.runtime, cpu):
+        out = torch.randn(4, 8) @ torch.randn(8, 4)
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert ("no native bf16" in caplog.text) != native
+    tiny_cfg.runtime.precision = "fp32"
+    assert utils.autocast_dtype(tiny_cfg.runtime, cpu) is None
+    tiny_cfg.runtime.precision = "bf17"
+    with pytest.raises(ValueError, match="runtime.precision='bf17'"):
+        utils.autocast_dtype(tiny_cfg.runtime, cpu)
