@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ def setup_runtime(cfg: RuntimeConfig) -> torch.device:
 _PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
+@functools.cache  # asked on every autocast, i.e. every step: the hardware does not change
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 / AMX), as oneDNN reports it."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -85,15 +87,15 @@ def autocast_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | No
         raise ValueError(f"runtime.precision={cfg.precision!r}; known: {', '.join(_PRECISIONS)}")
     dtype = _PRECISIONS[cfg.precision]
     if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-        if not _warned_bf16:
-            log.warning("runtime.precision=bf16 but this CPU has no native bf16 (AVX512-BF16/AMX): "
-                        "running fp32, which is far faster here")
-            _warned_bf16.append(True)
+        _warn_emulated_bf16()
         return None
     return dtype
 
 
-_warned_bf16: list[bool] = []  # warn once per process
+@functools.cache  # once per process
+def _warn_emulated_bf16() -> None:
+    log.warning("runtime.precision=bf16 but this CPU has no native bf16 (AVX512-BF16/AMX): "
+                "running fp32, which is far faster here")
 
 
 def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:

@@ -207,7 +207,7 @@ def test_bf16_autocast_only_where_the_cpu_computes_bf16(tiny_cfg, monkeypatch, c
     import slam.utils as utils
 
     monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(utils, "_warned_bf16", [])
+    utils._warn_emulated_bf16.cache_clear()
     tiny_cfg.runtime.precision = "bf16"
     cpu = torch.device("cpu")
     with caplog.at_level("WARNING", logger="slam.utils"), utils.autocast(tiny_cfg.runtime, cpu):
