@@ -178,6 +178,9 @@ class TrainConfig:
     # Greedy WER on the first N dev cuts at every evaluation (0: off): the WER-vs-training-time
     # curve. Every process decodes all N (the same steps everywhere, as FSDP needs).
     dev_wer_cuts: int = 0
+    # With dev_wer_cuts > 0: the trained model is the evaluated checkpoint with the lowest dev
+    # WER (decoded as decode.ctc_weight says), not the last one.
+    keep_best: bool = True
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 42
@@ -190,6 +193,14 @@ class DecodeConfig:
     num_beams: list[int] = field(default_factory=lambda: [1])  # 1 = greedy
     max_new_tokens: int = 64
     sets: list[str] = field(default_factory=lambda: ["test", "asterisk_en"])
+    # Joint CTC/LLM decoding (slam.ctc_prefix): the weight of the CTC head's prefix score
+    # against the LLM's (0: the LLM alone), and how many of the LLM's best next tokens per
+    # hypothesis it scores. Needs a model trained with a CTC head (train.ctc_weight or warm-up).
+    ctc_weight: float = 0.0
+    ctc_pre_beam: int = 8
+    # also write the CTC head's own best-path reading (<set>.ctc.jsonl): what the projector
+    # hears before the LLM has its say (ASR recipes, models with a CTC head)
+    ctc_greedy: bool = True
 
 
 @dataclass

@@ -49,6 +49,7 @@ from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_run
 
 log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
+CTC_READING = "ctc"  # hypothesis label of the CTC head's own reading
 PROGRESS = "progress.json"
 
 
@@ -208,7 +209,8 @@ def decode(cfg: SlamConfig) -> dict:
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
         assert [c.id for c in cuts] == batch["ids"], "dataset must keep the batch order"
-        return model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens)
+        return model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens,
+                                      cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam)
 
     key = decode_key(
         "llm", fingerprint(assets), fingerprint(cfg.llm.path),
@@ -216,16 +218,40 @@ def decode(cfg: SlamConfig) -> dict:
         as_dict(cfg)["encoder"], as_dict(cfg)["projector"], as_dict(cfg)["llm"], as_dict(cfg)["peft"],
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
+        *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
         *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
         *([cfg.recipe, cfg.corpus.language, cfg.corpus.translation_language] if translation_on(cfg) else []),
         *([as_dict(cfg)["caption"]] if zero_shot_on(cfg) else []),
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
+    if wer_recipe(cfg) and cfg.decode.ctc_greedy and model.ctc_blank is not None and is_main():
+        ctc_readings(cfg, sets, dataset, model)
     if captioning_on(cfg) and is_main():
         caption_systems(cfg, sets, assets)
     if translation_on(cfg) and is_main():
         translation_systems(cfg, sets, dataset, transcribe)
     return timing
+
+
+def wer_recipe(cfg: SlamConfig) -> bool:
+    """Plain ASR recipes: the answer is the transcript (what the CTC head reads) and every set
+    is decoded once (a biasing recipe decodes each set once per list)."""
+    return not (captioning_on(cfg) or translation_on(cfg) or zero_shot_on(cfg) or biasing_on(cfg))
+
+
+def ctc_readings(cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset, model) -> None:
+    """``<set>.ctc.jsonl``: the CTC head's best path alone, the projector's own transcript."""
+    device = next(model.projector.parameters()).device
+    for name, cuts in sets.items():
+        rows = []
+        for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
+            batch = dataset[batch_cuts]
+            with autocast(cfg.runtime, device):
+                hyps = model.ctc_greedy(batch["inputs"].to(device), batch["lengths"].to(device),
+                                        encoded=batch["encoded"])  # fmt: skip
+            rows += [{"id": i, "ref": t, "hyp": h} for i, t, h in zip(batch["ids"], batch["texts"], hyps)]
+        write_hyps(Path(cfg.decode.dir) / f"{name}.{CTC_READING}.jsonl", rows)
+        log.info("%s: the CTC head's own reading written", name)
 
 
 def caption_systems(cfg: SlamConfig, sets: dict[str, CutSet], assets: Path) -> None:

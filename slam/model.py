@@ -18,10 +18,11 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedTokenizerBase
 
 from slam.biasing import biasing_on, format_prompt
 from slam.config import RuntimeConfig, SlamConfig
+from slam.ctc_prefix import CTCPrefixScorer
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
 from slam.projectors import Projector, build_projector, load_projector, save_projector
@@ -35,6 +36,7 @@ ADAPTER_DIR = "adapter"
 ENCODER_WEIGHTS = "encoder.safetensors"  # the fine-tuned encoder parameters only
 FULL_LLM_DIR = "llm"  # a fully fine-tuned LLM, as a Hugging Face model dir
 ASSETS_INFO = "slam.json"
+CTC_HEAD = "ctc_head.safetensors"  # the CTC blank and the token ids of the CTC classes
 
 
 @dataclass
@@ -98,29 +100,56 @@ class SpeechLLM(nn.Module):
         of it was most of the loss's cost (11.8k of SmolLM2's 49k tokens on the default corpus)."""
         self.ctc_classes = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
 
-    def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """CTC of the projected audio against the answer tokens, over [token embeddings; blank]."""
+    def ctc_log_probs(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[batch, positions, classes + 1]`` CTC log-probabilities of the projected audio over
+        the LLM's token embeddings of the CTC classes, the blank last."""
+        if self.ctc_blank is None:
+            raise RuntimeError("this model has no CTC head (train.ctc_weight and ctc_warmup_steps are 0)")
         embed = self.llm.get_input_embeddings()
         table = embed.weight.detach()
-        flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
         if self.ctc_classes is not None:
             table = table[self.ctc_classes.to(table.device)]
+        scale = getattr(embed, "embed_scale", None)
+        if scale is not None:  # Gemma scales its embeddings inside the module: score what the LLM sees
+            table = table * scale
+        classes = torch.cat([table, self.ctc_blank[None].to(table.dtype)])  # blank is the last class
+        return (audio.float() @ classes.float().T).log_softmax(-1)
+
+    def ctc_class_ids(self) -> torch.Tensor:
+        """The LLM token id of each CTC class (blank excluded)."""
+        if self.ctc_classes is not None:
+            return self.ctc_classes
+        return torch.arange(self.llm.get_input_embeddings().num_embeddings)
+
+    def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """CTC of the projected audio against the answer tokens, over [token embeddings; blank]."""
+        flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
+        if self.ctc_classes is not None:
             position = torch.searchsorted(self.ctc_classes, flat)
             known = position < len(self.ctc_classes)
             if not bool((self.ctc_classes[position[known]] == flat[known]).all() and known.all()):
                 raise ValueError("a CTC target token is outside the classes given to enable_ctc")
             flat = position
-        scale = getattr(embed, "embed_scale", None)
-        if scale is not None:  # Gemma scales its embeddings inside the module: score what the LLM sees
-            table = table * scale
-        classes = torch.cat([table, self.ctc_blank[None].to(table.dtype)])  # blank is the last class
-        logits = audio.float() @ classes.float().T
-        log_probs = logits.log_softmax(-1).transpose(0, 1)  # [time, batch, classes]
+        log_probs = self.ctc_log_probs(audio)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return nn.functional.ctc_loss(
-            log_probs, flat.to(audio.device), lengths.cpu(), target_lengths,
-            blank=classes.shape[0] - 1, zero_infinity=True,
+            log_probs.transpose(0, 1), flat.to(audio.device), lengths.cpu(), target_lengths,
+            blank=log_probs.shape[-1] - 1, zero_infinity=True,
         )
+
+    @torch.no_grad()
+    def ctc_greedy(self, inputs: torch.Tensor, lengths: torch.Tensor, encoded: bool = True) -> list[str]:
+        """The CTC head's own reading (best path: argmax, repeats merged, blanks dropped): a
+        diagnostic of what the projector hears before the LLM has its say."""
+        audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
+        best = self.ctc_log_probs(audio).argmax(-1).cpu()
+        ids = self.ctc_class_ids()
+        texts = []
+        for row, n in zip(best, audio_lengths.tolist()):
+            path = torch.unique_consecutive(row[:n])
+            path = path[path != len(ids)]  # the blank is the last class
+            texts.append(self.tokenizer.decode(ids[path].tolist(), skip_special_tokens=True).strip())
+        return texts
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -252,7 +281,13 @@ class SpeechLLM(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def transcribe_batch(
-        self, batch: dict[str, Any], runtime: RuntimeConfig, num_beams: int = 1, max_new_tokens: int = 64
+        self,
+        batch: dict[str, Any],
+        runtime: RuntimeConfig,
+        num_beams: int = 1,
+        max_new_tokens: int = 64,
+        ctc_weight: float = 0.0,
+        ctc_pre_beam: int = 8,
     ) -> list[str]:
         """Hypotheses for one batch of :class:`slam.data.AudioTextDataset`, in its row order."""
         device = next(self.projector.parameters()).device
@@ -260,6 +295,7 @@ class SpeechLLM(nn.Module):
             return self.generate(
                 batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
                 num_beams=num_beams, max_new_tokens=max_new_tokens, instructions=batch.get("instructions"),
+                ctc_weight=ctc_weight, ctc_pre_beam=ctc_pre_beam,
             )  # fmt: skip
 
     @torch.no_grad()
@@ -271,8 +307,19 @@ class SpeechLLM(nn.Module):
         num_beams: int = 1,
         max_new_tokens: int = 64,
         instructions: list[str] | None = None,
+        ctc_weight: float = 0.0,
+        ctc_pre_beam: int = 8,
     ) -> list[str]:
+        """Greedy or beam search; ``ctc_weight > 0`` adds the CTC head's prefix scores to the
+        LLM's (joint CTC/LLM decoding, :mod:`slam.ctc_prefix`)."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
+        processors = LogitsProcessorList()
+        if ctc_weight > 0:
+            log_probs = self.ctc_log_probs(audio).cpu()
+            processors.append(CTCPrefixScorer(
+                log_probs, audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
+                weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
+            ))  # fmt: skip
         prompts = self.row_prompts(instructions, audio.shape[0])
         embeds, mask, _ = self.assemble(audio, audio_lengths, left_pad=True, prompts=prompts)
         llm, extra = self.llm, {}
@@ -291,6 +338,7 @@ class SpeechLLM(nn.Module):
             num_beams=num_beams,
             do_sample=False,
             max_new_tokens=max_new_tokens,
+            logits_processor=processors,
             eos_token_id=self.prompt.eos_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -352,6 +400,9 @@ def save_assets(model: SpeechLLM, directory: Path, info: dict) -> None:
         tuned = {n: p.detach().contiguous() for n, p in model.encoder.named_parameters() if p.requires_grad}
         if tuned:
             save_file(tuned, str(directory / ENCODER_WEIGHTS))
+    if model.ctc_blank is not None:  # joint CTC/LLM decoding and the CTC-greedy diagnostic need it
+        save_file({"blank": model.ctc_blank.detach().float().contiguous(),
+                   "classes": model.ctc_class_ids().contiguous()}, str(directory / CTC_HEAD))
     (directory / ASSETS_INFO).write_text(json.dumps(info, indent=2))
 
 
@@ -368,6 +419,13 @@ def load_assets(model: SpeechLLM, directory: Path) -> SpeechLLM:
     if full_llm.exists():
         tuned = AutoModelForCausalLM.from_pretrained(str(full_llm), dtype="float32")
         model.llm.load_state_dict(tuned.state_dict())
+    ctc_head = directory / CTC_HEAD
+    if ctc_head.exists():
+        head = load_file(str(ctc_head))
+        if model.ctc_blank is None:
+            model.enable_ctc()
+        model.ctc_blank.data.copy_(head["blank"])
+        model.restrict_ctc(head["classes"].tolist())
     encoder_weights = directory / ENCODER_WEIGHTS
     if encoder_weights.exists():
         if model.encoder is None:

@@ -14,7 +14,7 @@ import mlflow
 from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captioning_on, captions_of
 from slam.config import SlamConfig
 from slam.data import load_cuts
-from slam.decode import RUN_FILE, read_hyps
+from slam.decode import CTC_READING, RUN_FILE, read_hyps
 from slam.metrics import score_translation, score_wer
 from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
@@ -102,20 +102,30 @@ def _decoding(beam: str) -> str:
     return "greedy" if beam == "1" else f"beam {beam}"
 
 
+def _label_order(label: str) -> tuple[int, int]:
+    """The LLM's beams by width, then the CTC head's own reading."""
+    return (0, int(label.removeprefix("beam"))) if label.startswith("beam") else (1, 0)
+
+
+def _wer_system(system: str, label: str) -> tuple[str, str]:
+    if label == CTC_READING:
+        return "CTC head of the projector, alone (no LLM)", "best path"
+    return SYSTEMS.get(system, system), _decoding(label.removeprefix("beam"))
+
+
 def results_table(metrics: dict, train: dict | None) -> str:
-    """Markdown: one row per system and beam width, one WER column per set."""
-    sets = sorted({k.split(".beam")[0] for system in metrics.values() for k in system})
+    """Markdown: one row per system and decoding, one WER column per set."""
+    sets = sorted({k.split(".", 1)[0] for system in metrics.values() for k in system})
     lines = ["| system | decoding | " + " | ".join(f"WER {s} (%)" for s in sets) + " |",
              "|---|---|" + "---|" * len(sets)]
     for system, results in metrics.items():
-        beams = sorted({k.split(".beam")[1] for k in results}, key=int)
-        for beam in beams:
+        for label in sorted({k.split(".", 1)[1] for k in results}, key=_label_order):
             cells = []
             for s in sets:
-                r = results.get(f"{s}.beam{beam}")
+                r = results.get(f"{s}.{label}")
                 cells.append(f"{100 * r['wer']:.1f}" if r else "missing")
-            label = f"| {SYSTEMS.get(system, system)} | {_decoding(beam)} | "
-            lines.append(label + " | ".join(cells) + " |")
+            name, decoding = _wer_system(system, label)
+            lines.append(f"| {name} | {decoding} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + training_line(train)
 
 

@@ -65,12 +65,13 @@ CHECKPOINTS = "checkpoints"
 MODEL = "model"
 TRAINABLE = "trainable.safetensors"
 STATE = "trainer_state.pt"
+BEST = "best"  # the evaluated checkpoint with the lowest dev WER (train.keep_best)
 
 
 def run_key(cfg: SlamConfig) -> str:
     """What a checkpoint must match to be resumed: everything that shapes the training."""
     train = dataclasses.asdict(cfg.train)
-    for k in ("eval_every", "checkpoint_every", "log_every", "dev_max_cuts", "dir"):
+    for k in ("eval_every", "checkpoint_every", "log_every", "dev_max_cuts", "dir", "keep_best"):
         train.pop(k)
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
@@ -191,6 +192,30 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
     barrier()
 
 
+def save_best(directory: Path, model: torch.nn.Module, state: dict) -> None:
+    """The trainable weights of the evaluated step with the lowest dev WER so far."""
+    weights = trainable_only(get_model_state_dict(model, options=GATHER), model)
+    if is_main():
+        with atomic_dir(directory / BEST) as tmp:
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE))
+            atomic_write_json(tmp / "state.json", {"run_key": state["run_key"], "step": state["best_step"],
+                                                   "dev_wer": state["best_dev_wer"]})
+    barrier()
+
+
+def restore_best(directory: Path, model: torch.nn.Module, key: str) -> dict | None:
+    """Load the best-by-dev-WER weights of this run (``key``) into ``model``; their record."""
+    record_file = directory / BEST / "state.json"
+    if not record_file.exists():
+        return None
+    record = json.loads(record_file.read_text())
+    if record.get("run_key") != key:  # another run's best, left in a shared directory
+        return None
+    weights = load_file(str(directory / BEST / TRAINABLE))
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+    return record
+
+
 def trainable_only(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The entries of trainable parameters. ``ignore_frozen_params`` misses the second name of
     a tied weight (SmolLM2's ``lm_head`` is its frozen token embeddings: 28M parameters that
@@ -280,7 +305,8 @@ def evaluate(
         hyps, refs = {}, {}
         for batch_cuts in batches_of(wer_cuts, cfg.decode.batch_size):
             batch = dataset[batch_cuts]
-            texts = unwrap(model).transcribe_batch(batch, cfg.runtime, 1, cfg.decode.max_new_tokens)
+            texts = unwrap(model).transcribe_batch(batch, cfg.runtime, 1, cfg.decode.max_new_tokens,
+                                                   cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam)
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
         result["dev_wer"] = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
@@ -381,12 +407,21 @@ def train(cfg: SlamConfig) -> dict:
                       wer_cuts, device, ckpt_dir, state)
         final_dev = state["dev_curve"][-1] if state["dev_curve"] else {}
         final_dev = {k: v for k, v in final_dev.items() if k.startswith("dev_")}
+        best = None
+        if cfg.train.keep_best and state.get("best_step") not in (None, state["step"]):
+            best = restore_best(ckpt_dir, net, key)
+            if best is not None:
+                log.info("keeping step %d, the lowest dev WER (%.3f; last step %.3f)",
+                         best["step"], best["dev_wer"], final_dev.get("dev_wer", math.nan))
         summary = {"steps": state["step"], "samples": state["samples"],
                    "train_minutes": state["elapsed"] / 60, "trainable_params": n_trainable,
                    "world_size": world_size(),
                    **{f"ctc_warmup_{k}": v for k, v in state.get("ctc_warmup", {}).items()},
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
+        if "best_step" in state and cfg.train.keep_best:  # the model saved below is this step
+            summary["best_step"] = best["step"] if best else state["step"]
+            summary["best_dev_wer"] = best["dev_wer"] if best else final_dev.get("dev_wer")
         ctc_head = None
         if biasing_on(cfg) and is_main():  # the hotword filter's CTC head: ~2 min on one process
             ctc_head, summary["ctc_head_loss"] = train_ctc_head(
@@ -487,6 +522,9 @@ def _loop(
             if is_main():
                 mlflow.log_metrics(dev, step=step)
             log.info("step %d dev %s", step, " ".join(f"{k[4:]} {v:.3f}" for k, v in dev.items()))
+            if "dev_wer" in dev and dev["dev_wer"] < state.get("best_dev_wer", math.inf):
+                state["best_dev_wer"], state["best_step"] = dev["dev_wer"], step
+                save_best(ckpt_dir, net, state)
         if step % tc.checkpoint_every == 0 or step == tc.max_steps:
             save_checkpoint(ckpt_dir, net, optimizer, scheduler, state)
     return state

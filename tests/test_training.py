@@ -219,3 +219,43 @@ def test_bf16_autocast_only_where_the_cpu_computes_bf16(tiny_cfg, monkeypatch, c
     tiny_cfg.runtime.precision = "bf17"
     with pytest.raises(ValueError, match="runtime.precision='bf17'"):
         utils.autocast_dtype(tiny_cfg.runtime, cpu)
+
+
+def test_keeps_the_checkpoint_with_the_lowest_dev_wer_and_decodes_jointly(tiny_cfg, monkeypatch):
+    """With dev WER at every evaluation, the saved model is the best evaluated step's, not the
+    last; decoding then adds the CTC head's own reading and can run joint CTC/LLM search."""
+    import slam.train
+
+    build_cache(tiny_cfg)
+    tiny_cfg.train.ctc_weight = 0.5
+    tiny_cfg.train.eval_every = 2
+    tiny_cfg.train.dev_wer_cuts = 2
+    dev_wers = iter([0.9, 0.4, 0.7])  # steps 2, 4, 6: step 4 is the best
+    evaluate = slam.train.evaluate
+
+    def scripted(*args, **kwargs):
+        return {**evaluate(*args, **kwargs), "dev_wer": next(dev_wers)}
+
+    kept = {}
+    save_best = slam.train.save_best
+
+    def remember(directory, model, state):
+        weights = slam.train.unwrap(model).trainable_state()
+        kept[state["best_step"]] = {k: v.detach().clone() for k, v in weights.items()}
+        save_best(directory, model, state)
+
+    monkeypatch.setattr(slam.train, "evaluate", scripted)
+    monkeypatch.setattr(slam.train, "save_best", remember)
+    summary = train(tiny_cfg)
+    assert summary["best_step"] == 4 and summary["best_dev_wer"] == 0.4 and sorted(kept) == [2, 4]
+    saved = load_file(str(Path(tiny_cfg.train.dir) / MODEL / "projector.safetensors"))
+    for name, value in saved.items():
+        torch.testing.assert_close(value, kept[4][f"projector.{name}"].float())
+    assert not torch.equal(kept[4]["projector.net.0.weight"], _trainable(tiny_cfg)["projector.net.0.weight"])
+
+    tiny_cfg.decode.ctc_weight = 0.3
+    decode(tiny_cfg)
+    hyp_files = sorted(p.name for p in Path(tiny_cfg.decode.dir).glob("*.jsonl"))
+    assert hyp_files == ["test.beam1.jsonl", "test.ctc.jsonl"]
+    table = score(tiny_cfg) and (Path(tiny_cfg.score.dir) / "asr" / "results.md").read_text()
+    assert "CTC head of the projector, alone" in table

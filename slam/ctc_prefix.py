@@ -1,0 +1,135 @@
+"""Joint CTC/LLM decoding: the projector's CTC reading holds the LLM's hypotheses to the audio.
+
+The auxiliary CTC head scores the projected audio against the LLM's own token embeddings (plus
+a learned blank, ``SpeechLLM.ctc_loss``). At decoding, every hypothesis the LLM extends is also
+scored by the CTC prefix probability of its tokens (hybrid CTC/attention decoding, Watanabe et
+al. 2017, as ESPnet runs it): ``score = (1 - w) * log p_llm(c | g) + w * (log psi(g c) - log
+psi(g))``, where ``psi(h)`` is the probability that the audio's CTC path starts with ``h``. A
+paraphrase the audio does not contain gets a low CTC prefix score, whatever the LLM's prior.
+
+It runs inside ``generate`` as a ``LogitsProcessor``, so greedy and beam search both use it.
+Only some candidates per row are CTC-scored (ESPnet's partial scoring; the whole vocabulary
+would cost T x V per step): the LLM's ``pre_beam`` best, and the tokens the CTC head itself
+hears in the utterance (the two likeliest non-blank classes of each frame), so that a word the
+LLM's prior ranks low can still be written when the audio says it. Neither torchaudio nor transformers ships a
+CTC prefix scorer over an outside model's logits, hence this module (about 80 lines of the
+standard recursion).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+NEG_INF = -1e30
+
+
+class CTCPrefixScorer(LogitsProcessor):
+    """Adds CTC prefix scores to ``generate``'s next-token scores.
+
+    ``log_probs``: ``[batch, T, C + 1]`` CTC log-probabilities over the ``classes`` (LLM token
+    ids, ``[C]``) and, last, the blank; ``lengths``: valid frames per row. Rows of ``generate``
+    are ``batch * num_beams``, beam-major per sample. A prefix's forward variables are kept by
+    its token tuple, so beam reordering needs no bookkeeping.
+    """
+
+    def __init__(
+        self,
+        log_probs: torch.Tensor,
+        lengths: torch.Tensor,
+        classes: torch.Tensor,
+        eos_id: int,
+        weight: float = 0.3,
+        pre_beam: int = 8,
+        num_beams: int = 1,
+    ) -> None:
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"decode.ctc_weight must be in (0, 1], got {weight}")
+        self.log_probs = log_probs.float()
+        self.lengths = lengths.long()
+        self.weight, self.pre_beam, self.num_beams, self.eos_id = weight, pre_beam, num_beams, eos_id
+        self.blank = log_probs.shape[-1] - 1
+        # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
+        vocab = int(max(int(classes.max()), eos_id)) + 1
+        self.class_of = torch.full((vocab,), -1, dtype=torch.long)
+        self.class_of[classes.cpu()] = torch.arange(len(classes))
+        # per sample: the LLM ids of the tokens the CTC head hears (two best non-blank per frame)
+        non_blank = self.log_probs[..., :-1]
+        top2 = non_blank.topk(min(2, non_blank.shape[-1]), dim=-1).indices
+        self.heard = [classes.cpu()[top2[i, : int(n)].unique()] for i, n in enumerate(self.lengths)]
+        self.states: dict[tuple[int, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _initial(self, sample: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward variables of the empty prefix: ``r[t] = (log r^n_t, log r^b_t)`` and psi=0."""
+        lp = self.log_probs[sample]
+        r = torch.full((lp.shape[0], 2), NEG_INF)
+        r[:, 1] = torch.cumsum(lp[:, self.blank], 0)
+        return r, torch.tensor(0.0)
+
+    def _state(self, sample: int, prefix: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (sample, prefix)
+        if key not in self.states:  # greedy search never skips a step; beams may lose their history
+            if not prefix:
+                self.states[key] = self._initial(sample)
+            else:
+                r, psi, _ = self.extend(sample, prefix[:-1], torch.tensor([prefix[-1]]))
+                self.states[key] = (r[0], psi[0])
+        return self.states[key]
+
+    def extend(
+        self, sample: int, prefix: tuple[int, ...], tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward variables and prefix log-probability of ``prefix + [c]`` for each c in
+        ``tokens`` (LLM ids); ``eos`` gets the probability of the whole prefix."""
+        r_prev, psi_prev = self._state(sample, prefix)
+        T = int(self.lengths[sample])
+        lp = self.log_probs[sample, :T]
+        cls = self.class_of[tokens.clamp(max=len(self.class_of) - 1)]
+        cls = torch.where(tokens < len(self.class_of), cls, torch.full_like(cls, -1))
+        known = cls >= 0
+        x = torch.where(known[None], lp[:, cls.clamp(min=0)], torch.full((T, len(tokens)), NEG_INF))
+        r_sum = torch.logaddexp(r_prev[:T, 0], r_prev[:T, 1])  # [T]
+        # a repeated token needs a blank between: only paths ending in blank extend to it
+        last = prefix[-1] if prefix else None
+        phi = r_sum[:, None].expand(T, len(tokens)).clone()
+        if last is not None:
+            same = tokens == last
+            phi[:, same] = r_prev[:T, 1][:, None]
+        r = torch.full((T, len(tokens), 2), NEG_INF)
+        start = len(prefix)
+        if start == 0:
+            r[0, :, 0] = x[0]
+        psi = r[max(start, 1) - 1, :, 0].clone() if start < T else torch.full((len(tokens),), NEG_INF)
+        for t in range(max(start, 1), T):
+            r[t, :, 0] = torch.logaddexp(r[t - 1, :, 0], phi[t - 1]) + x[t]
+            r[t, :, 1] = torch.logaddexp(r[t - 1, :, 0], r[t - 1, :, 1]) + lp[t, self.blank]
+            psi = torch.logaddexp(psi, phi[t - 1] + x[t])
+        is_eos = tokens == self.eos_id
+        psi[is_eos] = r_sum[-1] if T > 0 else 0.0
+        psi[~known & ~is_eos] = NEG_INF
+        # carry the padded tail so later prefixes index the same length
+        full = torch.full((r_prev.shape[0], len(tokens), 2), NEG_INF)
+        full[:T] = r
+        return full.transpose(0, 1), psi, psi_prev
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        llm = scores.float().log_softmax(-1)
+        out = torch.full_like(llm, NEG_INF)
+        top = llm.topk(min(self.pre_beam, llm.shape[-1]), dim=-1).indices.cpu()
+        for row in range(llm.shape[0]):
+            sample = row // self.num_beams
+            prefix = tuple(int(t) for t in input_ids[row].tolist())
+            if self.eos_id in prefix:  # a finished row (greedy pads it): nothing left to score
+                out[row] = llm[row]
+                continue
+            # the end is always scored: CTC says when it is due
+            candidates = torch.cat([top[row], self.heard[sample], torch.tensor([self.eos_id])]).unique()
+            r, psi, psi_prev = self.extend(sample, prefix, candidates)
+            for i, token in enumerate(candidates.tolist()):
+                if token != self.eos_id:
+                    self.states[(sample, prefix + (token,))] = (r[i], psi[i])
+            # an impossible prefix stays impossible (NEG_INF - NEG_INF would read as 0)
+            ctc = torch.where(psi <= NEG_INF / 2, torch.tensor(NEG_INF), psi - psi_prev).to(llm.device)
+            joint = (1 - self.weight) * llm[row, candidates.to(llm.device)] + self.weight * ctc
+            out[row, candidates.to(llm.device)] = joint
+        return out.to(scores.dtype)

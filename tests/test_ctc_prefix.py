@@ -1,0 +1,95 @@
+"""Joint CTC/LLM decoding: the CTC prefix scores against brute force over every alignment, and
+decoding that follows the audio's CTC reading against the LLM's prior."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from slam.ctc_prefix import CTCPrefixScorer
+from slam.model import build_speech_llm, load_assets, save_assets
+
+CLASSES = torch.tensor([11, 12, 13])  # LLM token ids of the CTC classes; class 3 is the blank
+EOS = 2
+
+
+def brute_force(log_probs: torch.Tensor, prefix: tuple[int, ...], whole: bool) -> float:
+    """log P(the collapsed CTC output starts with / equals ``prefix``), over every path."""
+    T, C1 = log_probs.shape
+    blank = C1 - 1
+    total = -math.inf
+    for path in itertools.product(range(C1), repeat=T):
+        out = [p for i, p in enumerate(path) if p != blank and (i == 0 or p != path[i - 1])]
+        tokens = tuple(int(CLASSES[p]) for p in out)
+        if (tokens == prefix) if whole else (tokens[: len(prefix)] == prefix):
+            score = sum(log_probs[t, p] for t, p in enumerate(path))
+            total = float(torch.logaddexp(torch.tensor(total), score))
+    return total
+
+
+@pytest.mark.parametrize("prefix", [(), (11,), (12, 12), (11, 13, 11)])
+def test_prefix_scores_match_every_alignment(prefix):
+    torch.manual_seed(0)
+    log_probs = torch.randn(1, 5, 4).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([5]), CLASSES, EOS)
+    tokens = torch.tensor([11, 12, 13, EOS, 40])  # 40: a token the CTC head cannot emit
+    _, psi, psi_prev = scorer.extend(0, prefix, tokens)
+    assert psi_prev.item() == pytest.approx(brute_force(log_probs[0], prefix, whole=False) if prefix else 0.0,
+                                            abs=1e-4)  # fmt: skip
+    for token, score in zip(tokens.tolist(), psi.tolist()):
+        if token == 40:
+            assert score < -1e29
+        elif token == EOS:  # the end: the prefix is the whole transcript
+            assert score == pytest.approx(brute_force(log_probs[0], prefix, whole=True), abs=1e-4)
+        else:
+            assert score == pytest.approx(brute_force(log_probs[0], prefix + (token,), whole=False), abs=1e-4)
+
+
+def test_padding_frames_do_not_count():
+    torch.manual_seed(1)
+    log_probs = torch.randn(2, 6, 4).log_softmax(-1)
+    log_probs[1, :4] = log_probs[0, :4]
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([4, 4]), CLASSES, EOS)
+    for prefix in [(), (12,), (12, 11)]:
+        a = scorer.extend(0, prefix, torch.tensor([11, 13, EOS]))[1]
+        b = scorer.extend(1, prefix, torch.tensor([11, 13, EOS]))[1]
+        torch.testing.assert_close(a, b)
+
+
+def test_joint_decoding_follows_the_audio_and_the_head_survives_save_and_load(tiny_cfg, tmp_path):
+    """An untrained LLM says whatever its prior says; with the CTC head peaked on a token
+    sequence, CTC-weighted greedy and beam search both write exactly that sequence."""
+    tiny_cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    words = model.tokenizer("the quick fox", add_special_tokens=False).input_ids
+    model.restrict_ctc(words + [model.prompt.eos_id])
+    # what a well warmed-up CTC head reads: each word, then a blank
+    classes = model.ctc_class_ids().tolist()
+    blank = len(classes)
+    path = [c for token in words for c in (classes.index(token), blank)]
+    peaked = torch.full((1, len(path), blank + 1), -20.0)
+    peaked[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+    model.ctc_log_probs = lambda audio: peaked.log_softmax(-1)
+    audio, lengths = torch.randn(1, len(path), 32), torch.tensor([len(path)])
+    model.audio_embeddings = lambda inputs, lengths, encoded: (audio, lengths)  # the LLM hears noise
+    plain = model.generate(audio, lengths, max_new_tokens=8)
+    assert plain != ["the quick fox"]  # the random LLM alone does not say it
+    for beams in (1, 3):
+        assert model.generate(audio, lengths, num_beams=beams, max_new_tokens=8, ctc_weight=0.9) == [
+            "the quick fox"
+        ]
+    # the CTC head (blank and classes) is part of the saved assets
+    model.ctc_blank.data.normal_()
+    save_assets(model, tmp_path / "model", {})
+    fresh = build_speech_llm(tiny_cfg, encoder_dim=32)
+    load_assets(fresh, tmp_path / "model")
+    torch.testing.assert_close(fresh.ctc_blank, model.ctc_blank)
+    assert fresh.ctc_class_ids().tolist() == classes
+
+
+def test_ctc_weight_out_of_range_is_named():
+    with pytest.raises(ValueError, match="decode.ctc_weight"):
+        CTCPrefixScorer(torch.zeros(1, 2, 4), torch.tensor([2]), CLASSES, EOS, weight=1.5)
