@@ -9,6 +9,7 @@ key's name instead of deep inside a stage.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,6 +341,135 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names it."""
 
 
+# The recipes the stages know (``slam.biasing``, ``slam.captioning``, ``slam.translation``
+# switch on their names); any other name would silently run plain ASR.
+RECIPES = {"asr": "LLM-based ASR", "asr_bias": "contextual biasing", "aac": "audio captioning",
+           "st": "speech translation"}  # fmt: skip
+
+# Settings that make a library import and run Python shipped with a model. A user turns one
+# on in their own params; a config stored with a model (slam.json, an MLflow run) may not.
+CODE_LOADING_KEYS = ("encoder.trust_remote_code", "llm.trust_remote_code")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric setting: between ``low`` and ``high`` (either end open
+    or absent), plus ``special`` values outside that mean something (-1: all layers)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    special: tuple[int, ...] = ()
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if value in self.special:
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{left}{self.low:g}, {self.high:g}{right}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        else:
+            text = "any finite number"
+        return " or ".join([*map(str, self.special), text])
+
+
+POSITIVE = Range(0, low_open=True)  # rates, durations, temperatures
+COUNT = Range(1)  # sizes, steps, intervals
+NON_NEGATIVE = Range(0)  # 0 means off / none
+FRACTION = Range(0, 1)
+
+# Every numeric setting's valid values, by section class (decode and baseline share one);
+# a list setting's entries are checked one by one. test_hostile_inputs keeps it complete.
+RANGES: dict[type, dict[str, Range]] = {
+    CorpusConfig: {
+        "num_utterances": COUNT, "dev_fraction": FRACTION, "test_fraction": FRACTION,
+        "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
+        "num_workers": NON_NEGATIVE,  # 0: one per core
+    },
+    EncoderConfig: {"layer": Range(1, special=(-1,))},  # -1: the last
+    ProjectorConfig: {
+        "k": COUNT, "hidden": COUNT, "num_queries": COUNT, "window": COUNT, "qformer_layers": COUNT,
+        "qformer_heads": COUNT, "qformer_hidden": COUNT,
+    },
+    PeftConfig: {"num_virtual_tokens": COUNT, "r": COUNT, "alpha": POSITIVE,
+                 "dropout": Range(0, 1, high_open=True)},  # fmt: skip
+    CacheConfig: {"batch_size": COUNT},
+    TrainConfig: {
+        "encoder_layers": Range(-1),  # -1: all, 0: frozen
+        "max_duration": POSITIVE, "num_buckets": COUNT, "max_steps": COUNT, "grad_accum": COUNT,
+        "lr": POSITIVE, "lora_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
+        "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "max_grad_norm": POSITIVE,
+        "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
+        "ctc_warmup_max_duration": POSITIVE, "eval_every": COUNT, "dev_max_cuts": COUNT,
+        "dev_wer_cuts": NON_NEGATIVE, "checkpoint_every": COUNT, "log_every": COUNT, "seed": NON_NEGATIVE,
+    },
+    DecodeConfig: {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,
+                   "ctc_weight": FRACTION, "ctc_pre_beam": COUNT},  # fmt: skip
+    BiasConfig: {
+        "common_words": NON_NEGATIVE, "list_sizes": COUNT, "unfiltered_sizes": COUNT,
+        "train_keep": FRACTION, "train_distractors": NON_NEGATIVE, "seed": NON_NEGATIVE,
+        "ctc_hidden": COUNT, "ctc_steps": COUNT, "ctc_lr": POSITIVE, "ctc_max_duration": POSITIVE,
+        "filter_threshold": Range(0, 100), "filter_max": COUNT,  # a rapidfuzz ratio
+    },
+    CaptionConfig: {
+        "dim": COUNT, "hidden": COUNT, "steps": COUNT, "lr": POSITIVE, "batch_size": COUNT,
+        "temperature": POSITIVE, "seed": NON_NEGATIVE, "refine_beams": COUNT, "retrieved": NON_NEGATIVE,
+        "projection_temperature": POSITIVE,
+    },
+    TranslationConfig: {"stage_fractions": Range(0, 1, low_open=True)},
+    RuntimeConfig: {"threads": NON_NEGATIVE},  # 0: torch's default
+}
+
+
+def _out_of_range(section: Any, prefix: str = "") -> str | None:
+    """The first numeric setting under ``section`` outside its range, as ``key: why``."""
+    ranges = RANGES.get(type(section), {})
+    for f in dataclasses.fields(section):
+        key, value = f"{prefix}{f.name}", getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            found = _out_of_range(value, f"{key}.")
+            if found:
+                return found
+        elif f.name in ranges:
+            for item in value if isinstance(value, list) else [value]:
+                if item not in ranges[f.name]:
+                    return f"{key}: {item!r} is out of range (must be {ranges[f.name]})"
+    return None
+
+
+def check_values(cfg: SlamConfig) -> None:
+    """What the schema's types cannot say: numeric ranges and the recipe's name."""
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"bad config: recipe: unknown recipe {cfg.recipe!r} "
+                          f"(known recipes: {', '.join(sorted(RECIPES))})")  # fmt: skip
+    found = _out_of_range(cfg)
+    if found:
+        raise ConfigError(f"bad config: {found}")
+
+
+def code_loading_switches(cfg: SlamConfig) -> list[str]:
+    """The keys of :data:`CODE_LOADING_KEYS` that ``cfg`` turns on."""
+    on = []
+    for key in CODE_LOADING_KEYS:
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name):
+            on.append(key)
+    return on
+
+
 def _locate(schema: Any, raw: Any, prefix: str = "") -> tuple[str, str] | None:
     """The first key under ``prefix`` whose value has the wrong shape (a scalar or a list
     where the schema has a section or a mapping, or the reverse), and what is wrong.
@@ -381,10 +511,12 @@ def _explain(exc: OmegaConfBaseException, raw: Any) -> str:
 
 
 def to_config(raw: Any) -> SlamConfig:
-    """Validate a mapping against :class:`SlamConfig` (types and keys) and return it.
+    """Validate a mapping against :class:`SlamConfig` (types, keys, numeric ranges, the
+    recipe's name) and return it.
 
-    A wrong type or an unknown key raises :class:`ConfigError` with one line naming the key,
-    e.g. ``bad config: corpus.skip_bad: Value 'maybe' is not a valid bool``.
+    A wrong value or an unknown key raises :class:`ConfigError` with one line naming the key,
+    e.g. ``bad config: corpus.skip_bad: Value 'maybe' is not a valid bool`` or
+    ``bad config: train.lr: -0.001 is out of range (must be > 0)``.
     """
     if raw is None:
         raw = {}
@@ -393,9 +525,11 @@ def to_config(raw: Any) -> SlamConfig:
     schema = OmegaConf.structured(SlamConfig)
     try:
         merged = OmegaConf.merge(schema, raw)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        cfg: SlamConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"bad config: {_explain(exc, raw)}") from None
+    check_values(cfg)
+    return cfg
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> SlamConfig:
