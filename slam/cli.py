@@ -2,6 +2,7 @@
 
     slam transcribe <assets dir | MLflow run id> audio.wav dir/ cuts.jsonl.gz --out hyps.jsonl
     slam export <assets dir | MLflow run id> exported/    # LoRA merged, standalone
+    (a model whose stored config turns on trust_remote_code needs --trust-remote-code)
     slam tables [names...] [--out tables] [--where tag.profile=micro]   # params/tables.yaml
 """
 
@@ -13,12 +14,16 @@ import sys
 
 from slam.stages import USER_ERRORS
 
+TRUST_HELP = ("let the model's stored config turn on trust_remote_code (runs Python that comes "
+              "with the model): only for a model whose source you trust")
+
 
 def _transcribe(args: argparse.Namespace) -> None:
-    from slam.inference import cuts_from_inputs, load_trained, transcribe, write_results
+    from slam.inference import audio_inputs, cuts_from_inputs, load_trained, transcribe, write_results
 
-    cfg, model = load_trained(args.model, device=args.device)
-    cuts = cuts_from_inputs(args.inputs, model.encoder.sample_rate)
+    inputs = audio_inputs(args.inputs)  # a wrong input fails now, not after loading the model
+    cfg, model = load_trained(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    cuts = cuts_from_inputs(inputs, model.encoder.sample_rate)
     rows = transcribe(cfg, model, cuts, batch_size=args.batch_size, num_beams=args.beams)
     write_results(rows, args.out)
     for row in rows:
@@ -29,7 +34,7 @@ def _transcribe(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from slam.inference import export_merged
 
-    print(export_merged(args.model, args.out))
+    print(export_merged(args.model, args.out, trust_remote_code=args.trust_remote_code))
 
 
 def _tables(args: argparse.Namespace) -> None:
@@ -56,10 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--beams", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="override runtime.device, e.g. cuda:0")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(run=_transcribe)
     p = commands.add_parser("export", help="merge LoRA into the LLM and write a standalone dir")
     p.add_argument("model", help="trained assets dir or MLflow run id")
-    p.add_argument("out", help="output dir")
+    p.add_argument("out", help="output dir: new, empty, or an earlier export (replaced)")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.set_defaults(run=_export)
     p = commands.add_parser("tables", help="rebuild the paper's tables from the MLflow runs")
     p.add_argument("names", nargs="*", help="tables to build (default: every table in the specs)")

@@ -8,6 +8,7 @@ on top of the zoo models it names.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import shutil
@@ -20,7 +21,7 @@ from lhotse import CutSet, Recording
 from peft import PeftModel
 from tqdm import tqdm
 
-from slam.config import SlamConfig, as_dict, to_config
+from slam.config import SlamConfig, as_dict, code_loading_switches, to_config
 from slam.corpora.validate import short_error, validate_cuts
 from slam.data import AudioTextDataset, batches_of, cut_text
 from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, build_speech_llm, load_assets
@@ -48,20 +49,38 @@ def resolve_model(model: str | Path) -> Path:
         ) from None
 
 
-def trained_config(assets: Path) -> SlamConfig:
+class UntrustedModelError(ValueError):
+    """A handed-over model asks to run its own Python and the user has not opted in."""
+
+
+def trained_config(assets: Path, trust_remote_code: bool = False) -> SlamConfig:
+    """The config stored with a trained model. It is data from whoever made the directory, so
+    it may not turn on a code-loading switch (``trust_remote_code``) unless the user says so."""
     info = json.loads((assets / ASSETS_INFO).read_text())
     if "config" not in info:
         raise ValueError(f"{assets / ASSETS_INFO} has no config: retrain with this version of slam")
     cfg = to_config(info["config"])
+    switches = code_loading_switches(cfg)
+    if switches and not trust_remote_code:
+        raise UntrustedModelError(
+            f"{assets / ASSETS_INFO} sets {' and '.join(f'{k}=true' for k in switches)}, which runs Python "
+            "that comes with the model; if you trust its source, opt in with --trust-remote-code "
+            "(trust_remote_code=True)"
+        )
     if not Path(cfg.llm.path).exists() and (assets / cfg.llm.path).exists():
         cfg.llm.path = str(assets / cfg.llm.path)  # an export keeps its LLM inside the dir
     return cfg
 
 
-def load_trained(model: str | Path, device: str | None = None) -> tuple[SlamConfig, SpeechLLM]:
-    """The trained system with its encoder (it reads audio, not a cache), in eval mode."""
+def load_trained(
+    model: str | Path, device: str | None = None, trust_remote_code: bool = False
+) -> tuple[SlamConfig, SpeechLLM]:
+    """The trained system with its encoder (it reads audio, not a cache), in eval mode.
+
+    ``trust_remote_code``: allow the stored config's code-loading switches (see
+    :func:`trained_config`); without it a model that sets one is refused before loading."""
     assets = resolve_model(model)
-    cfg = trained_config(assets)
+    cfg = trained_config(assets, trust_remote_code)
     if device is not None:
         cfg.runtime.device = device
     speech_llm = build_speech_llm(cfg, with_encoder=True)
@@ -69,22 +88,60 @@ def load_trained(model: str | Path, device: str | None = None) -> tuple[SlamConf
     return cfg, speech_llm.to(setup_runtime(cfg.runtime)).eval()
 
 
-def cuts_from_inputs(inputs: Iterable[str | Path], sample_rate: int = 16000) -> CutSet:
-    """Audio files, directories of them, or Lhotse manifests (``*.jsonl.gz``) as one CutSet."""
-    cuts: list[Any] = []
+def _is_manifest(path: Path) -> bool:
+    return path.name.lower().endswith((".jsonl.gz", ".jsonl"))
+
+
+def _has_lines(manifest: Path) -> bool:
+    try:
+        with (gzip.open if manifest.name.lower().endswith(".gz") else open)(manifest, "rt") as f:
+            return any(line.strip() for line in f)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read manifest {manifest}: {short_error(exc)}") from None
+
+
+def audio_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """The audio files and manifests that ``inputs`` name: directories are searched for audio
+    (suffixes in any case: ``B.WAV``); a missing input, or one with no audio in it, is an
+    error naming it rather than a run with nothing to do."""
+    found: list[Path] = []
     for item in map(Path, inputs):
         if not item.exists():
             raise FileNotFoundError(f"input {item} does not exist")
-        if item.name.endswith((".jsonl.gz", ".jsonl")):
-            cuts += list(CutSet.from_file(item))
+        if _is_manifest(item):
+            if not _has_lines(item):
+                raise ValueError(f"input {item}: the manifest has no cuts")
+            found.append(item)
             continue
-        files = sorted(p for p in item.rglob("*") if p.suffix in AUDIO_SUFFIXES) if item.is_dir() else [item]
-        for path in files:
-            try:
-                rec = Recording.from_file(path, recording_id=str(path))
+        if not item.is_dir():
+            found.append(item)
+            continue
+        files = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if not files:
+            raise ValueError(f"input {item}: no audio files in this directory "
+                             f"(looked for {', '.join(sorted(AUDIO_SUFFIXES))}, any case)")  # fmt: skip
+        found += files
+    return found
+
+
+def cuts_from_inputs(inputs: Iterable[str | Path], sample_rate: int = 16000) -> CutSet:
+    """Audio files, directories of them, or Lhotse manifests (``*.jsonl.gz``) as one CutSet."""
+    cuts: list[Any] = []
+    for path in audio_inputs(inputs):
+        if _is_manifest(path):
+            try:  # lhotse returns None for an empty file
+                manifest = list(CutSet.from_file(path) or [])
             except Exception as exc:
-                raise ValueError(f"cannot read audio {path}: {short_error(exc)}") from None
-            cuts.append(rec.to_cut())  # every channel: validation below downmixes
+                raise ValueError(f"cannot read manifest {path}: {short_error(exc)}") from None
+            if not manifest:
+                raise ValueError(f"input {path}: the manifest has no cuts")
+            cuts += manifest
+            continue
+        try:
+            rec = Recording.from_file(path, recording_id=str(path))
+        except Exception as exc:
+            raise ValueError(f"cannot read audio {path}: {short_error(exc)}") from None
+        cuts.append(rec.to_cut())  # every channel: validation below downmixes
     # The same checks as the prepare stage (empty, silent, NaN/inf, truncated audio), naming
     # the file; other sample rates are resampled on load.
     checked, _ = validate_cuts(CutSet.from_cuts(cuts), sample_rate, require_text=False)
@@ -110,17 +167,45 @@ def write_results(rows: list[dict[str, str]], path: str | Path) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def export_merged(model: str | Path, out: str | Path) -> Path:
-    """A standalone copy: LoRA merged into the LLM (``llm/``), projector, encoder weights."""
-    assets = resolve_model(model)
-    cfg, speech_llm = load_trained(assets, device="cpu")
+EXPORT_MARKER = "slam-export.json"  # in every export: what export may replace
+
+
+def check_export_target(out: Path, assets: Path) -> None:
+    """Refuse an ``out`` that export would have to delete and did not create: anything but a
+    missing path, an empty directory or an earlier export (it holds :data:`EXPORT_MARKER`),
+    and never the working directory, a repository or a folder holding the model itself."""
+    if out.is_symlink():
+        raise FileExistsError(f"{out} is a symbolic link; give a new or empty directory")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; give a new or empty directory")
+    target = out.resolve()
+    for inside, what in ((Path.cwd().resolve(), "the working directory"), (assets.resolve(), "the model")):
+        if inside == target or target in inside.parents:
+            raise FileExistsError(f"{out} is or holds {what}; give a new or empty directory")
+    if (out / ".git").exists():
+        raise FileExistsError(f"{out} is a git repository; give a new or empty directory")
+    if any(out.iterdir()) and not (out / EXPORT_MARKER).is_file():
+        raise FileExistsError(f"{out} is not empty and is not an earlier slam export "
+                              f"(no {EXPORT_MARKER}); give a new or empty directory")  # fmt: skip
+
+
+def export_merged(model: str | Path, out: str | Path, trust_remote_code: bool = False) -> Path:
+    """A standalone copy: LoRA merged into the LLM (``llm/``), projector, encoder weights.
+
+    ``out`` must be new, empty or an earlier export (see :func:`check_export_target`); it is
+    replaced only once the whole export is written beside it."""
+    assets, out = resolve_model(model), Path(out)
+    check_export_target(out, assets)  # before minutes of loading
+    cfg, speech_llm = load_trained(assets, device="cpu", trust_remote_code=trust_remote_code)
     llm = speech_llm.llm
     if isinstance(llm, PeftModel):
         if speech_llm.prefix_length:
             raise ValueError("prefix tuning adds virtual tokens that cannot be merged into weights; "
                              f"load {assets} with its adapter instead")
         llm = llm.merge_and_unload()
-    out = Path(out)
+    check_export_target(out, assets)  # again: something may have appeared there meanwhile
     with atomic_dir(out) as tmp:
         llm.save_pretrained(tmp / "llm")
         speech_llm.tokenizer.save_pretrained(tmp / "llm")
@@ -131,5 +216,6 @@ def export_merged(model: str | Path, out: str | Path) -> Path:
         info = json.loads((assets / ASSETS_INFO).read_text())
         info.update(config=as_dict(cfg), exported_from=str(assets))
         (tmp / ASSETS_INFO).write_text(json.dumps(info, indent=2))
+        (tmp / EXPORT_MARKER).write_text(json.dumps({"exported_from": str(assets)}) + "\n")
     log.info("exported %s to %s", assets, out)
     return out

@@ -17,6 +17,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     UnknownComponentError,
     FileNotFoundError,
+    FileExistsError,
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,

@@ -6,18 +6,29 @@ outcome is a clear error naming what is wrong, or a correct result."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lhotse import CutSet
 
+from slam.cli import main as slam_cli
 from slam.compose import compose_params
-from slam.config import RANGES, RECIPES, ConfigError, Range, SlamConfig, to_config
+from slam.config import CODE_LOADING_KEYS, RANGES, RECIPES, ConfigError, Range, SlamConfig, as_dict, to_config
+from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
+from slam.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,3 +143,139 @@ def test_unknown_recipe_lists_the_known_ones(composed) -> None:
                                "(known recipes: aac, asr, asr_bias, st)")
     for profile in sorted((REPO / "params" / "profile").glob("*.yaml")):  # every profile stays valid
         assert to_config(yaml.safe_load(compose_params([f"profile={profile.stem}"], REPO / "params")))
+
+
+# ------------------------------------------------------------- a model directory runs no code
+
+
+def _hostile_model(root: Path, marker: Path, encoder: Path) -> Path:
+    """Issue 23's directory: a slam.json whose config sets llm.trust_remote_code beside an
+    ``llm/`` folder whose config.json maps the auto classes to a Python file that, imported,
+    writes ``marker``."""
+    model = root / "handed-over"
+    (model / "llm").mkdir(parents=True)
+    cfg = SlamConfig()
+    cfg.encoder.path, cfg.llm.path, cfg.llm.trust_remote_code = str(encoder), "llm", True
+    (model / "slam.json").write_text(json.dumps({"config": as_dict(cfg), "use_cache": False}))
+    (model / "llm" / "config.json").write_text(json.dumps({
+        "model_type": "evil",
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel",
+                     "AutoTokenizer": ["evil.EvilTokenizer", None]},
+    }))  # fmt: skip
+    (model / "llm" / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import PretrainedConfig\n\n\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n"
+    )
+    return model
+
+
+def test_handed_over_model_cannot_turn_on_remote_code(tiny_cfg, tiny_models, tmp_path, capsys) -> None:
+    marker = tmp_path / "ran.txt"
+    model = _hostile_model(tmp_path, marker, tiny_models["whisper"])
+    wav = sorted((Path(tiny_cfg.corpus.dir) / "audio").glob("test-*.wav"))[0]
+    opt_in = "opt in with --trust-remote-code"
+    for argv in (["transcribe", str(model), str(wav)], ["export", str(model), str(tmp_path / "out")]):
+        with pytest.raises(SystemExit) as info:
+            slam_cli(argv)
+        assert info.value.code == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert "llm.trust_remote_code=true" in line and opt_in in line and "slam.json" in line, line
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    with pytest.raises(UntrustedModelError, match=re.escape(opt_in)):
+        load_trained(model)
+    # the same directory as an MLflow run's model artifacts
+    with start_run(tiny_cfg, "llm") as run:
+        mlflow.log_artifacts(str(model), "model")
+    with pytest.raises(UntrustedModelError, match="llm.trust_remote_code=true"):
+        load_trained(run.info.run_id)
+    assert not marker.exists()
+    # The directory is as hostile as it looks: a user who opts in does run its code (in a
+    # process of its own, so that the module cache is a temporary one).
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    argv = ["transcribe", str(model), str(wav), "--trust-remote-code", "--out", str(tmp_path / "h.jsonl")]
+    subprocess.run([sys.executable, "-m", "slam.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
+                   timeout=300)  # fmt: skip
+    assert marker.exists()
+
+
+def test_every_code_loading_switch_is_guarded() -> None:
+    """Each ``*trust_remote_code`` key of the schema is one that stored configs may not set."""
+    defaults, keys = SlamConfig(), set()
+    for section in dataclasses.fields(defaults):
+        value = getattr(defaults, section.name)
+        if dataclasses.is_dataclass(value):
+            keys |= {f"{section.name}.{f.name}" for f in dataclasses.fields(value) if "trust" in f.name}
+    assert keys == set(CODE_LOADING_KEYS)
+
+
+# ------------------------------------------------------------ export deletes nothing it did not make
+
+
+def _model_dir(root: Path) -> Path:
+    """Enough of a trained dir for export to get as far as its output check."""
+    model = root / "models" / "model"
+    model.mkdir(parents=True)
+    (model / "slam.json").write_text(json.dumps({"config": as_dict(SlamConfig())}))
+    return model
+
+
+def test_export_refuses_a_folder_that_is_not_an_earlier_export(tmp_path, monkeypatch, capsys) -> None:
+    model = _model_dir(tmp_path)
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "sub" / "data.bin").write_bytes(b"\0" * 10)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / EXPORT_MARKER).write_text("{}")  # even looking like an export, a repository is not one
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me too")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / EXPORT_MARKER).write_text("{}")
+    monkeypatch.chdir(cwd)
+    (model.parent / EXPORT_MARKER).write_text("{}")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    cases = [(mine, "is not empty and is not an earlier slam export"), (repo, "is a git repository"),
+             (a_file, "is not a directory"), (Path("."), "the working directory"),
+             (model.parent, "the model")]  # fmt: skip
+    for out, why in cases:
+        with pytest.raises(SystemExit) as info:
+            slam_cli(["export", str(model), str(out)])
+        assert info.value.code == 1
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("slam export: ") and str(out) in line and why in line, line
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.rglob(".*.*"))  # no temporary export left beside them either
+
+
+# ------------------------------------------------------------------------- transcribe's inputs
+
+
+def test_transcribe_directory_matches_audio_suffixes_in_any_case(tmp_path) -> None:
+    folder = tmp_path / "audio"
+    (folder / "deeper").mkdir(parents=True)
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(8000) / 16000).astype(np.float32)
+    sf.write(folder / "a.wav", tone, 16000)
+    sf.write(folder / "B.WAV", tone, 16000, format="WAV")
+    sf.write(folder / "deeper" / "c.Flac", tone, 16000, format="FLAC")
+    (folder / "notes.TXT").write_text("not audio")
+    cuts = cuts_from_inputs([folder])
+    assert sorted(Path(c.id).name for c in cuts) == ["B.WAV", "a.wav", "c.Flac"]
+
+
+def test_transcribe_input_without_audio_is_an_error_naming_it(tmp_path, capsys) -> None:
+    empty, text_only, manifest = tmp_path / "empty", tmp_path / "text_only", tmp_path / "none.jsonl.gz"
+    empty.mkdir()
+    text_only.mkdir()
+    (text_only / "readme.md").write_text("no audio here")
+    CutSet.from_cuts([]).to_file(manifest)
+    for bad in (empty, text_only, manifest):
+        with pytest.raises(ValueError, match=re.escape(f"input {bad}: ")):
+            cuts_from_inputs([bad])
+        # the command fails on its input before it loads any model, and writes no results
+        with pytest.raises(SystemExit) as info:
+            slam_cli(["transcribe", "no-model-needed", str(bad), "--out", str(tmp_path / "r.jsonl")])
+        assert info.value.code == 1 and str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "r.jsonl").exists()

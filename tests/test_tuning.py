@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from slam.cache import build_cache
 from slam.cli import main as slam_cli
 from slam.decode import decode, read_hyps
-from slam.inference import export_merged, load_trained
+from slam.inference import EXPORT_MARKER, export_merged, load_trained
 from slam.model import ENCODER_WEIGHTS, FULL_LLM_DIR, build_speech_llm
 from slam.registry import UnknownComponentError
 from slam.train import MODEL, train
@@ -107,8 +107,11 @@ def test_export_merges_lora_and_cli_transcribes(tiny_cfg, tmp_path):
     build_cache(tiny_cfg)
     train(tiny_cfg)
     assets = Path(tiny_cfg.train.dir) / MODEL
+    (tmp_path / "exported").mkdir()  # an empty folder is fine
     out = export_merged(assets, tmp_path / "exported")
     assert (out / "llm" / "model.safetensors").exists() and not (out / "adapter").exists()
+    assert (out / EXPORT_MARKER).is_file()
+    assert export_merged(assets, out) == out and (out / EXPORT_MARKER).is_file()  # replaces its own export
     cfg, original = load_trained(assets)
     cfg_merged, merged = load_trained(out)
     assert cfg_merged.peft.method == "none"
