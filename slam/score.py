@@ -8,12 +8,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
+from lhotse.cut import Cut
 
 from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captioning_on, captions_of
 from slam.config import SlamConfig
-from slam.data import load_cuts
+from slam.corpora.validate import BadInputError
+from slam.data import cut_text, load_cuts
 from slam.decode import CTC_READING, RUN_FILE, read_hyps
 from slam.metrics import score_translation, score_wer
 from slam.metrics.captions import score_captions
@@ -24,6 +27,7 @@ from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of, tr
 from slam.utils import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # system name -> how the results table labels it
 SYSTEMS = {"llm": "LLM-based (encoder + projector + LLM)", "whisper": "Whisper (own decoder)"}
@@ -40,12 +44,38 @@ TRANSLATION_SYSTEMS = {CASCADE: "cascade: ASR, then MMT on its own transcript",
 SCORES = "scores.json"  # per system: per hypothesis file (set.decoding), its summary
 
 
+def set_references(cfg: SlamConfig, of: Callable[[Cut], T]) -> Callable[[str, list[dict]], dict[str, T]]:
+    """``references(set_name, rows)``: what each cut of the set should read as (``of`` the
+    cut: its transcript, captions or translation), from the set's manifest and read once.
+
+    A hypothesis file says which cuts it has, never what they should read: its own ``ref``
+    fields are ignored, so a cut it lacks counts as all wrong and a file with rows missing
+    can never score better than the whole one. Rows for cuts the set does not have mean the
+    file came from another version of the set, and are refused."""
+    sets: dict[str, dict[str, T]] = {}
+
+    def references(set_name: str, rows: list[dict]) -> dict[str, T]:
+        if set_name not in sets:
+            sets[set_name] = {c.id: of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
+        unknown = [r["id"] for r in rows if r["id"] not in sets[set_name]]
+        if unknown:
+            raise BadInputError(f"{len(unknown)} hypotheses for cuts that set {set_name!r} does not have "
+                                f"(first: {unknown[0]!r}): decoded from another version of the set? "
+                                "decode again")  # fmt: skip
+        return sets[set_name]
+
+    return references
+
+
 def score_system(hyps_dir: Path, errors_dir: Path, score_rows: Callable[[str, list[dict]], dict]) -> dict:
     """Score every hypothesis file of ``hyps_dir``; per-utterance rows into ``errors_dir``."""
     results = {}
     for path in sorted(hyps_dir.glob("*.jsonl")):
         name = path.name.removesuffix(".jsonl")
-        scored = score_rows(name.split(".")[0], read_hyps(path))
+        try:
+            scored = score_rows(name.split(".")[0], read_hyps(path))
+        except BadInputError as exc:
+            raise BadInputError(f"{path}: {exc}") from None
         results[name] = scored["summary"]
         errors_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(errors_dir / f"{name}.jsonl",
@@ -53,23 +83,23 @@ def score_system(hyps_dir: Path, errors_dir: Path, score_rows: Callable[[str, li
     return results
 
 
-def wer_rows(normalizer: str) -> Callable[[str, list[dict]], dict]:
+def wer_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
+    """WER against the set's transcripts (a cut without a hypothesis: all deletions)."""
+    references = set_references(cfg, cut_text)
+
     def score_rows(set_name: str, rows: list[dict]) -> dict:
-        return score_wer({r["id"]: r["ref"] for r in rows}, {r["id"]: r["hyp"] for r in rows}, normalizer)
+        return score_wer(references(set_name, rows), {r["id"]: r["hyp"] for r in rows}, cfg.score.normalizer)
 
     return score_rows
 
 
 def caption_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     """Recipe aac: every reference caption of each clip comes from the corpus manifests."""
-    references: dict[str, dict[str, list[str]]] = {}
+    references = set_references(cfg, captions_of)
 
     def score_rows(set_name: str, rows: list[dict]) -> dict:
-        if set_name not in references:
-            references[set_name] = {c.id: captions_of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
-        refs = {r["id"]: references[set_name][r["id"]] for r in rows}
-        return score_captions(refs, {r["id"]: r["hyp"] for r in rows}, sentence_model=cfg.caption.text_model,
-                              meteor=cfg.caption.meteor)  # fmt: skip
+        return score_captions(references(set_name, rows), {r["id"]: r["hyp"] for r in rows},
+                              sentence_model=cfg.caption.text_model, meteor=cfg.caption.meteor)  # fmt: skip
 
     return score_rows
 
@@ -77,19 +107,17 @@ def caption_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
 def translation_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     """Recipe st: BLEU and chrF of the translation part of each hypothesis against the
     manifest's translations; WER of the transcript part where the system wrote one."""
-    references: dict[str, dict[str, str]] = {}
+    translations, transcripts_of = set_references(cfg, translation_of), set_references(cfg, cut_text)
     target = cfg.corpus.translation_language
 
     def score_rows(set_name: str, rows: list[dict]) -> dict:
-        if set_name not in references:
-            references[set_name] = {c.id: translation_of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
         parts = {r["id"]: split_output(r["hyp"], target) for r in rows}
-        scored = score_translation({r["id"]: references[set_name][r["id"]] for r in rows},
+        scored = score_translation(translations(set_name, rows),
                                    {i: translation for i, (_, translation) in parts.items()})  # fmt: skip
         transcripts = {i: transcript for i, (transcript, _) in parts.items() if transcript is not None}
         # the system writes a transcript first (SRT, cascade): a row without one counts as deleted
         if transcripts:
-            wer = score_wer({r["id"]: r["ref"] for r in rows}, transcripts, cfg.score.normalizer)["summary"]
+            wer = score_wer(transcripts_of(set_name, rows), transcripts, cfg.score.normalizer)["summary"]
             scored["summary"].update(transcript_wer=wer["wer"], without_tag=len(rows) - len(transcripts))
             for row in scored["utterances"]:
                 row["transcript"] = transcripts.get(row["id"])
@@ -198,8 +226,7 @@ class Scoring:
     bars: tuple[str, str, float]  # the bar chart's summary key, axis label and scale
 
 
-WER_SCORING = Scoring(lambda cfg: wer_rows(cfg.score.normalizer), "whisper", ("wer",), results_table,
-                      ("wer", "WER (%)", 100))  # fmt: skip
+WER_SCORING = Scoring(wer_rows, "whisper", ("wer",), results_table, ("wer", "WER (%)", 100))
 CAPTION_SCORING = Scoring(caption_rows, "baseline", tuple(CAPTION_COLUMNS), captions_table,
                           ("cider_d", "CIDEr-D", 1))  # fmt: skip
 TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "transcript_wer"),

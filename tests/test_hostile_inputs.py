@@ -27,7 +27,10 @@ from lhotse import CutSet
 from slam.cli import main as slam_cli
 from slam.compose import compose_params
 from slam.config import CODE_LOADING_KEYS, RANGES, RECIPES, ConfigError, Range, SlamConfig, as_dict, to_config
+from slam.corpora.validate import BadInputError
+from slam.data import cut_text, load_cuts
 from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
+from slam.score import score
 from slam.tracking import start_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,3 +282,46 @@ def test_transcribe_input_without_audio_is_an_error_naming_it(tmp_path, capsys) 
             slam_cli(["transcribe", "no-model-needed", str(bad), "--out", str(tmp_path / "r.jsonl")])
         assert info.value.code == 1 and str(bad) in capsys.readouterr().err
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# ------------------------------------------------------------- scores read references from the set
+
+
+def _hyp_file(cfg: SlamConfig, label: str, rows: list[dict]) -> None:
+    path = Path(cfg.decode.dir) / f"test.{label}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _perfect_rows(cfg: SlamConfig) -> list[dict]:
+    return [{"id": c.id, "ref": cut_text(c), "hyp": cut_text(c)} for c in load_cuts(cfg.corpus.dir, "test")]
+
+
+def test_missing_hypotheses_score_worse_than_the_whole_file(tiny_cfg) -> None:
+    rows = _perfect_rows(tiny_cfg)
+    _hyp_file(tiny_cfg, "beam1", rows)
+    # rows dropped, and the ones left claim a reference equal to their hypothesis: it is ignored
+    _hyp_file(tiny_cfg, "beam2", [{**r, "ref": "nonsense", "hyp": "nonsense"} for r in rows[:1]])
+    _hyp_file(tiny_cfg, "beam3", rows[:2])
+    wer = {label: summary for label, summary in score(tiny_cfg)["llm"].items()}
+    assert wer["test.beam1"]["wer"] == 0 and wer["test.beam1"]["missing_hyps"] == 0
+    assert wer["test.beam3"]["wer"] > 0 and wer["test.beam3"]["missing_hyps"] == 2
+    assert wer["test.beam2"]["wer"] > wer["test.beam3"]["wer"] and wer["test.beam2"]["missing_hyps"] == 3
+    assert all(s["utterances"] == len(rows) for s in wer.values())  # every cut of the set is scored
+
+
+def test_empty_hypothesis_file_scores_wer_100_not_0(tiny_cfg) -> None:
+    _hyp_file(tiny_cfg, "beam1", [])
+    tiny_cfg.score.reports = ["mer"]  # the extra report reads the set's references too
+    summary = score(tiny_cfg)["llm"]["test.beam1"]
+    assert summary["wer"] == 1.0 and summary["deletions"] == summary["ref_words"] > 0
+    assert "| 100.0 |" in (Path(tiny_cfg.score.dir) / "asr" / "results.md").read_text()
+    metrics = Path(tiny_cfg.score.dir) / "asr"
+    assert json.loads((metrics / "scores.json").read_text())["llm"]["test.beam1"]["wer"] == 1.0
+    assert json.loads((metrics / "mer.json").read_text())["llm"]["test.beam1"]["mer"] == 1.0
+
+
+def test_hypotheses_for_cuts_the_set_lacks_are_refused(tiny_cfg) -> None:
+    _hyp_file(tiny_cfg, "beam1", [*_perfect_rows(tiny_cfg), {"id": "not-in-test", "ref": "a", "hyp": "a"}])
+    with pytest.raises(BadInputError, match=r"test\.beam1\.jsonl: 1 hypotheses for cuts that set 'test'"):
+        score(tiny_cfg)

@@ -30,6 +30,14 @@ def _systems(cfg: SlamConfig) -> dict[str, Path]:
     return {"llm": Path(cfg.decode.dir), "whisper": Path(cfg.baseline.dir)}
 
 
+def _references(cfg: SlamConfig, set_name: str) -> dict[str, str]:
+    """The set's transcripts from its manifest, never a hypothesis file's ``ref`` fields: a cut
+    a file lacks then counts as all deletions (the score stage does the same)."""
+    from slam.data import cut_text, load_cuts  # here: slam.data pulls in torch and transformers
+
+    return {c.id: cut_text(c) for c in load_cuts(cfg.corpus.dir, set_name)}
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -46,8 +54,8 @@ def mer_report(cfg: SlamConfig, metrics_dir: Path) -> str:
     for system, directory in _systems(cfg).items():
         for path in sorted(directory.glob("*.beam*.jsonl")) if directory.exists() else []:
             rows = _read_hyps(path)
-            scored = score_mer({r["id"]: r["ref"] for r in rows}, {r["id"]: r["hyp"] for r in rows},
-                               cfg.score.normalizer)
+            scored = score_mer(_references(cfg, path.name.split(".")[0]), {r["id"]: r["hyp"] for r in rows},
+                               cfg.score.normalizer)  # fmt: skip
             results.setdefault(system, {})[path.name.removesuffix(".jsonl")] = scored["summary"]
     atomic_write_json(metrics_dir / "mer.json", results)
     lines = ["", "## Mixed error rate (CJK characters as units, other words as words)", "",
@@ -77,6 +85,7 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
              "to the LLM per utterance, and the share of the reference's rare words among them."]
     for set_name, conditions in read_conditions(decode_dir).items():
         records = read_lists(decode_dir, set_name)
+        refs = _references(cfg, set_name)
         for beams in cfg.decode.num_beams:
             table: dict[str, dict] = {}
             baseline = baseline_dir / f"{set_name}.beam{beams}.jsonl"
@@ -86,12 +95,11 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
             for name, condition, path in runs:
                 if not path.exists():
                     continue
-                rows = [r for r in _read_hyps(path) if r["id"] in records]
-                ids = [r["id"] for r in rows]
+                hyps = {r["id"]: r["hyp"] for r in _read_hyps(path)}
+                ids = [i for i in refs if i in records]  # the cuts that had lists made
                 # the baseline is scored like "no bias": the reference's rare words are its list
                 lists = {i: scoring_list(condition or Condition("none", "none"), records[i]) for i in ids}
-                scored = score_biasing({r["id"]: r["ref"] for r in rows}, {r["id"]: r["hyp"] for r in rows},
-                                       lists, cfg.score.normalizer)["summary"]
+                scored = score_biasing(refs, hyps, lists, cfg.score.normalizer)["summary"]
                 prompts = [records[i]["prompts"][name] if condition else [] for i in ids]
                 rare = sum(len(records[i]["rare"]) for i in ids)
                 kept = sum(len(set(p) & set(records[i]["rare"])) for p, i in zip(prompts, ids))
