@@ -395,7 +395,8 @@ FRACTION = Range(0, 1)
 # a list setting's entries are checked one by one. test_hostile_inputs keeps it complete.
 RANGES: dict[type, dict[str, Range]] = {
     CorpusConfig: {
-        "num_utterances": COUNT, "dev_fraction": FRACTION, "test_fraction": FRACTION,
+        "num_utterances": NON_NEGATIVE,  # 0: no synthetic sets, the user's manifests only
+        "dev_fraction": FRACTION, "test_fraction": FRACTION,
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
     },
