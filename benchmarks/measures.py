@@ -481,6 +481,15 @@ def bench_decode(env: Env) -> dict[str, Section]:
         texts = transcribe(batch, beams)
         seconds[("batched", beams)] = time.perf_counter() - start
         hyps[("batched", beams)] = {c.id: h for c, h in zip(ordered, texts)}
+    # joint CTC/LLM decoding (slam.ctc_prefix) on the same batch: the recipe's weight, or 0.5
+    joint_weight = cfg.decode.ctc_weight or 0.5
+    if model.ctc_blank is not None:
+        joint = _transcriber(env, model, AudioTextDataset(model.tokenizer, None), joint_weight)
+        for beams in (1, 4):
+            start = time.perf_counter()
+            texts = joint(batch, beams)
+            seconds[("joint", beams)] = time.perf_counter() - start
+            hyps[("joint", beams)] = {c.id: h for c, h in zip(ordered, texts)}
     # alternately the longest and the shortest left, so that a cut-short run still spans lengths
     spread_order = [ordered[i // 2] if i % 2 == 0 else ordered[-1 - i // 2] for i in range(len(ordered))]
     singles = []
@@ -494,29 +503,36 @@ def bench_decode(env: Env) -> dict[str, Section]:
             seconds[("single", beams)] = seconds.get(("single", beams), 0.0) + time.perf_counter() - start
             hyps.setdefault(("single", beams), {})[cut.id] = text
     audio = {"batched": sum(c.duration for c in ordered), "single": sum(c.duration for c in singles)}
+    audio["joint"] = audio["batched"]
     rtf = {f"{m}_beam{b}": sec / audio[m] for (m, b), sec in seconds.items()}
     refs = {c.id: cut_text(c) for c in ordered}
     single_refs = {c.id: refs[c.id] for c in singles}
-    wer = {f"{m}_beam{b}": score_wer(refs if m == "batched" else single_refs, h,
+    wer = {f"{m}_beam{b}": score_wer(single_refs if m == "single" else refs, h,
                                      cfg.score.normalizer)["summary"]["wer"] for (m, b), h in hyps.items()}
     raw = {"trained_model": trained, "batch_size": len(ordered), "single_utterances": len(singles),
            "audio_s": audio, "max_new_tokens": cfg.decode.max_new_tokens, "rtf": rtf,
            "seconds": {f"{m}_beam{b}": sec for (m, b), sec in seconds.items()}, "wer": wer,
            "batched_equals_single": {f"beam{b}": statistics.fmean(
                hyps[("batched", b)][c.id] == hyps[("single", b)][c.id] for c in singles) for b in (1, 4)},
-           "mean_hyp_words": statistics.fmean(len(h.split()) for h in hyps[("batched", 1)].values())}
-    return {"decode_rtf": {
-        "ratios": {"single_over_batched_greedy": rtf["single_beam1"] / rtf["batched_beam1"],
-                   "single_over_batched_beam4": rtf["single_beam4"] / rtf["batched_beam4"],
-                   "beam4_over_greedy_batched": rtf["batched_beam4"] / rtf["batched_beam1"]},
-        "raw": raw}}
+           "mean_hyp_words": statistics.fmean(len(h.split()) for h in hyps[("batched", 1)].values()),
+           "joint_ctc_weight": joint_weight if ("joint", 1) in seconds else None}
+    ratios = {"single_over_batched_greedy": rtf["single_beam1"] / rtf["batched_beam1"],
+              "single_over_batched_beam4": rtf["single_beam4"] / rtf["batched_beam4"],
+              "beam4_over_greedy_batched": rtf["batched_beam4"] / rtf["batched_beam1"]}
+    if ("joint", 1) in seconds:
+        ratios["joint_greedy_over_greedy"] = rtf["joint_beam1"] / rtf["batched_beam1"]
+        ratios["joint_beam4_over_greedy"] = rtf["joint_beam4"] / rtf["batched_beam1"]
+    return {"decode_rtf": {"ratios": ratios, "raw": raw}}
 
 
-def _transcriber(env: Env, model: SpeechLLM, dataset: AudioTextDataset) -> Callable[[CutSet, int], list[str]]:
-    """slam.decode.decode's transcribe, over cached inputs."""
+def _transcriber(
+    env: Env, model: SpeechLLM, dataset: AudioTextDataset, ctc_weight: float = 0.0
+) -> Callable[[CutSet, int], list[str]]:
+    """slam.decode.decode's transcribe, over cached inputs (``ctc_weight``: joint CTC/LLM)."""
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
-        return model.transcribe_batch(dataset[cuts], env.cfg.runtime, beams, env.cfg.decode.max_new_tokens)
+        return model.transcribe_batch(dataset[cuts], env.cfg.runtime, beams, env.cfg.decode.max_new_tokens,
+                                      ctc_weight, env.cfg.decode.ctc_pre_beam)
 
     return transcribe
 

@@ -116,7 +116,22 @@ def decode_rows(s: dict[str, Any]) -> list[Row]:
          f"RTF {_f(rtf['batched_beam4'], 3)} vs {_f(rtf['batched_beam1'], 3)}; "
          f"WER {_pct(r['wer']['batched_beam4'])} vs {_pct(r['wer']['batched_beam1'])}",
          f"**{_f(s['ratios']['beam4_over_greedy_batched'], 1)}x**"),
-    ]
+    ] + joint_rows(s)
+
+
+def joint_rows(s: dict[str, Any]) -> list[Row]:
+    """Joint CTC/LLM decoding against the LLM alone, where the model has a CTC head."""
+    r, rtf = s["raw"], s["raw"]["rtf"]
+    if "joint_greedy_over_greedy" not in s["ratios"]:
+        return []
+    return [(f"Decoding, joint CTC/LLM (CTC weight {r['joint_ctc_weight']}) vs the LLM alone",
+             f"joint greedy and joint beam 4 vs greedy, batch {r['batch_size']}",
+             f"RTF {_f(rtf['joint_beam1'], 3)} / {_f(rtf['joint_beam4'], 3)} vs "
+             f"{_f(rtf['batched_beam1'], 3)}; "
+             f"WER {_pct(r['wer']['joint_beam1'])} / {_pct(r['wer']['joint_beam4'])} vs "
+             f"{_pct(r['wer']['batched_beam1'])}",
+             f"**{_f(s['ratios']['joint_greedy_over_greedy'], 1)}x** greedy, "
+             f"{_f(s['ratios']['joint_beam4_over_greedy'], 1)}x beam 4")]
 
 
 MEMORY_LABELS = {

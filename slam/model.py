@@ -36,7 +36,7 @@ ADAPTER_DIR = "adapter"
 ENCODER_WEIGHTS = "encoder.safetensors"  # the fine-tuned encoder parameters only
 FULL_LLM_DIR = "llm"  # a fully fine-tuned LLM, as a Hugging Face model dir
 ASSETS_INFO = "slam.json"
-CTC_HEAD = "ctc_head.safetensors"  # the CTC blank and the token ids of the CTC classes
+CTC_HEAD = "projector_ctc.safetensors"  # the auxiliary CTC head: its blank and its classes
 
 
 @dataclass

@@ -33,12 +33,16 @@ def test_benchmarks_smoke(tiny_cfg, tmp_path):
     assert len(results["benchmarks"]["profile"]["raw"]["top_ops"]) == 10
     assert set(results["benchmarks"]["memory"]["raw"]) == {"train_cached", "decode_greedy"}
     assert "default_policy_over_one_thread" in results["benchmarks"]["threads"]["ratios"]
+    # the model has a CTC head: joint CTC/LLM decoding is timed against the LLM alone
+    decode_ratios = results["benchmarks"]["decode_rtf"]["ratios"]
+    assert {"joint_greedy_over_greedy", "joint_beam4_over_greedy"} <= set(decode_ratios)
     assert results["machine"]["torch_threads"] >= 1 and results["machine"]["cores"] >= 1
 
     json_path, md_path = write_results(results, tmp_path / "out")
     text = md_path.read_text()
     assert json_path.exists() and "| measurement | compared | raw figures | ratio |" in text
     assert results["machine"]["cpu"] in text and "tiny random models (test)" in text
+    assert "joint CTC/LLM" in text
 
 
 def test_merge_keeps_other_sections_and_says_when_each_was_measured(tmp_path):
