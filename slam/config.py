@@ -210,7 +210,8 @@ class ScoreConfig:
     normalizer: str = "english_v1"
     # Extra sections of the results table, by name from ``slam.metrics.REPORTS``: "mer"
     # (mixed error rate: CER on CJK characters, WER on the rest), "biasing" (the Table VII
-    # analogue of the asr_bias recipe: WER, B-WER, U-WER and keyword recall per condition).
+    # analogue of the asr_bias recipe: WER, B-WER, U-WER and keyword recall per condition),
+    # "breakdown" (WER of every system by synthesis engine, voice and utterance length; ASR only).
     reports: list[str] = field(default_factory=list)
 
 

@@ -1,6 +1,6 @@
 """Scores: text normalisers (versioned by name) and metrics.
 
-Extra report sections (``score.reports``: MER, the biasing table) are registered in
+Extra report sections (``score.reports``: MER, the biasing table, the WER breakdown) are registered in
 ``slam.metrics.reports``, imported by the score stage only.
 """
 

@@ -8,14 +8,19 @@ appends to ``results.md``. With no reports configured the results are as before.
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from slam.config import SlamConfig
 from slam.metrics.biasing import score_biasing
 from slam.metrics.mer import score_mer
+from slam.metrics.wer import score_wer
 from slam.registry import Registry
 from slam.utils import atomic_write_json
 
+log = logging.getLogger(__name__)
 REPORTS: Registry[str] = Registry("report")
 
 SYSTEM_LABELS = {"llm": "LLM-based", "whisper": "Whisper (own decoder)"}
@@ -119,4 +124,129 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
                              f"{_pct(s['u_wer'])} | {_pct(s['recall'])} | {s['prompt_entries']:.1f} | "
                              f"{_pct(s['prompt_rare_recall'])} |")
     atomic_write_json(metrics_dir / "biasing.json", results)
+    return "\n".join(lines) + "\n"
+
+
+# -- breakdown: WER by synthesis engine, voice and utterance length ------------------------------
+MIN_VOICE_UTTERANCES = 20  # a voice with fewer cuts in a set is pooled: its own WER would be noise
+OTHER_VOICES = "other voices"
+REAL = "real"  # the engine of a recorded cut (no TTS engine in its supervision)
+# (label, lower bound in seconds): a cut falls in the last bucket whose bound it reaches
+DURATION_BUCKETS = (("<2 s", 0.0), ("2-4 s", 2.0), ("4-6 s", 4.0), ("6-10 s", 6.0), (">=10 s", 10.0))
+
+
+def engine_of(cut: Any) -> str:
+    """The synthesis engine that spoke ``cut``: ``custom["engine"]``, else the ``engine:`` part of
+    its speaker (as ``slam.corpora.tts`` names them), else "real"."""
+    sup = cut.supervisions[0] if cut.supervisions else None
+    if sup is None:
+        return REAL
+    engine = (sup.custom or {}).get("engine")
+    if engine:
+        return str(engine)
+    speaker = sup.speaker or ""
+    # a real set's speaker is a plain name: only "engine:voice" names an engine
+    return speaker.split(":", 1)[0] if ":" in speaker else REAL
+
+
+def voice_of(cut: Any) -> str:
+    """``engine:voice`` of a synthetic cut (a voice name alone may recur across engines), else
+    its speaker, else "unknown"."""
+    sup = cut.supervisions[0] if cut.supervisions else None
+    if sup is None:
+        return "unknown"
+    voice = (sup.custom or {}).get("voice")
+    if voice:
+        return f"{engine_of(cut)}:{voice}"
+    return sup.speaker or "unknown"
+
+
+def duration_bucket(seconds: float) -> str:
+    return [label for label, low in DURATION_BUCKETS if seconds >= low][-1]
+
+
+def _columns(cfg: SlamConfig) -> dict[str, tuple[str, Path]]:
+    """Every hypothesis file of both systems: ``<system>.<set>.<label>`` -> (column heading,
+    file), in the results table's order (the LLM's beams, the CTC head, then Whisper)."""
+    from slam.score import _label_order, _wer_system  # here: slam.score imports this module
+
+    found = []
+    for rank, (system, directory) in enumerate(_systems(cfg).items()):
+        for path in sorted(directory.glob("*.jsonl")) if directory.exists() else []:
+            set_name, _, label = path.name.removesuffix(".jsonl").partition(".")
+            condition, _, reading = label.rpartition(".")  # asr_bias: "<condition>.beam<N>"
+            name, decoding = _wer_system(system, reading)  # named as in the results table
+            heading = ", ".join(filter(None, (name, condition, decoding)))
+            order = (set_name, rank, condition, _label_order(reading))
+            found.append((order, f"{system}.{set_name}.{label}", heading, path))
+    return {key: (heading, path) for _, key, heading, path in sorted(found, key=lambda f: f[0])}
+
+
+def _breakdown(refs: dict[str, str], hyps: dict[str, dict[str, str]], group_of: dict[str, str],
+               names: list[str], normalizer: str) -> dict[str, dict]:
+    """Per group name: its cut count and each column's WER summary over its cuts (None: no cuts)."""
+    table = {}
+    for name in names:
+        group_refs = {i: refs[i] for i, g in group_of.items() if g == name}
+        table[name] = {"cuts": len(group_refs), "systems": {
+            key: score_wer(group_refs, h, normalizer)["summary"] if group_refs else None
+            for key, h in hyps.items()}}  # fmt: skip
+    return table
+
+
+def _group_table(title: str, column: str, groups: dict[str, dict], headings: dict[str, str]) -> list[str]:
+    lines = ["", f"#### {title}", "", f"| {column} | utts | " + " | ".join(headings.values()) + " |",
+             "|---|---|" + "---|" * len(headings)]  # fmt: skip
+    for group, g in groups.items():
+        cells = ["—" if g["systems"].get(key) is None else _pct(g["systems"][key]["wer"]) for key in headings]
+        lines.append(f"| {group} | {g['cuts']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+@REPORTS.register("breakdown")
+def breakdown_report(cfg: SlamConfig, metrics_dir: Path, min_utterances: int = MIN_VOICE_UTTERANCES) -> str:
+    """Where the errors come from (``breakdown.json``): per test set, the corpus-level WER of
+    every system and decoding over the cuts of each synthesis engine, each voice with at least
+    ``min_utterances`` cuts (the rest pooled) and each duration bucket. ASR recipes only."""
+    from slam.data import cut_text, load_cuts  # here: slam.data pulls in torch and transformers
+    from slam.score import WER_SCORING, scoring_of
+
+    if scoring_of(cfg) is not WER_SCORING:  # captions and translations have no WER to break down
+        log.info("report breakdown: recipe %s is not scored by WER, skipped", cfg.recipe)
+        return ""
+    columns = _columns(cfg)
+    results: dict[str, dict] = {}
+    lines = ["", "## Breakdown: WER (%) by synthesis engine, voice and utterance length", "",
+             "Corpus-level WER over each group's cuts, normalised as above; `utts`: cuts in the group, "
+             "a cut without a hypothesis counting as all deletions. Voices with fewer than "
+             f"{min_utterances} cuts in the set are pooled as \"{OTHER_VOICES}\"; recorded speech "
+             f"is engine \"{REAL}\"."]  # fmt: skip
+    for set_name in sorted({key.split(".")[1] for key in columns}):
+        cuts = list(load_cuts(cfg.corpus.dir, set_name))
+        mine = {key: column for key, column in columns.items() if key.split(".")[1] == set_name}
+        hyps = {key: {r["id"]: r["hyp"] for r in _read_hyps(path)} for key, (_, path) in mine.items()}
+        refs = {c.id: cut_text(c) for c in cuts}
+        voice_cuts = Counter(voice_of(c) for c in cuts)
+        groups = {
+            "engine": {c.id: engine_of(c) for c in cuts},
+            "voice": {c.id: voice_of(c) if voice_cuts[voice_of(c)] >= min_utterances else OTHER_VOICES
+                      for c in cuts},
+            "duration": {c.id: duration_bucket(c.duration) for c in cuts},
+        }  # fmt: skip
+        names = {
+            "engine": sorted(set(groups["engine"].values())),
+            "voice": sorted(set(groups["voice"].values()), key=lambda v: (v == OTHER_VOICES, v)),
+            "duration": [label for label, _ in DURATION_BUCKETS],  # all, in order: an empty one says so
+        }
+        headings = {key: heading for key, (heading, _) in mine.items()}
+        # a list: the JSON's keys are sorted, the columns keep the results table's order
+        result = results[set_name] = {"columns": [{"key": k, "heading": h} for k, h in headings.items()]}
+        for kind, group_of in groups.items():
+            result[kind] = _breakdown(refs, hyps, group_of, names[kind], cfg.score.normalizer)
+        lines += ["", f"### {set_name}"]
+        lines += _group_table("By synthesis engine", "engine", result["engine"], headings)
+        lines += _group_table(f"By voice (at least {min_utterances} cuts)", "voice", result["voice"],
+                              headings)  # fmt: skip
+        lines += _group_table("By utterance length", "duration", result["duration"], headings)
+    atomic_write_json(metrics_dir / "breakdown.json", results)
     return "\n".join(lines) + "\n"
