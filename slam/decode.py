@@ -187,6 +187,10 @@ def decode_and_record(
 def decode(cfg: SlamConfig) -> dict:
     """The decode stage: zoo models + trained assets -> hypotheses for each test set."""
     device = setup_runtime(cfg.runtime)
+    if cfg.decode.ctc_weight > 0 and not wer_recipe(cfg):
+        raise ConfigError(f"decode.ctc_weight={cfg.decode.ctc_weight}: joint CTC/LLM decoding holds answers "
+                          f"to a transcript, recipe {cfg.recipe!r} writes other answers; "
+                          "set decode.ctc_weight=0")
     assets = Path(cfg.train.dir) / MODEL
     info = json.loads((assets / ASSETS_INFO).read_text())
     use_cache = info["use_cache"]
