@@ -1,0 +1,67 @@
+"""Dev WER of a trained model under several decodings: the experiments of metrics/experiments/.
+
+    python scripts/dev_sweep.py exp/asr/model 100 ctc g0 g0.5 b4:0.5 [--dev-cache data/asr/cache]
+
+A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
+LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
+models trained on other corpora are scored on the same cuts) and prints one JSON line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+from slam.cache import cache_dim, load_cached_cuts
+from slam.data import AudioTextDataset, batches_of
+from slam.inference import trained_config
+from slam.metrics import score_wer
+from slam.model import build_speech_llm, load_assets
+from slam.utils import setup_runtime
+
+
+def parse_setting(setting: str) -> tuple[int, float]:
+    """``g0.5`` -> (1 beam, weight 0.5); ``b4:0.3`` -> (4, 0.3)."""
+    if setting.startswith("g"):
+        return 1, float(setting[1:])
+    beams, weight = setting[1:].split(":")
+    return int(beams), float(weight)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("cuts", type=int)
+    parser.add_argument("settings", nargs="+")
+    parser.add_argument("--dev-cache", help="cache dir whose dev set is decoded (default: the model's)")
+    args = parser.parse_args()
+    cfg = trained_config(args.model)
+    device = setup_runtime(cfg.runtime)
+    model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
+    load_assets(model, args.model).to(device).eval()
+    dataset = AudioTextDataset(model.tokenizer)
+    dev_cfg = copy.deepcopy(cfg)
+    dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
+    cuts = load_cached_cuts(dev_cfg, "dev").subset(first=args.cuts)
+    for setting in args.settings:
+        start, hyps, refs = time.monotonic(), {}, {}
+        for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
+            batch = dataset[batch_cuts]
+            if setting == "ctc":
+                texts = model.ctc_greedy(batch["inputs"].to(device), batch["lengths"].to(device))
+            else:
+                beams, weight = parse_setting(setting)
+                texts = model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens, weight,
+                                               cfg.decode.ctc_pre_beam)  # fmt: skip
+            hyps.update(zip(batch["ids"], texts))
+            refs.update(zip(batch["ids"], batch["texts"]))
+        wer = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
+        print(json.dumps({"model": str(args.model), "setting": setting, "dev_wer": round(100 * wer, 2),
+                          "minutes": round((time.monotonic() - start) / 60, 2)}), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
