@@ -11,9 +11,9 @@ It runs inside ``generate`` as a ``LogitsProcessor``, so greedy and beam search 
 Only some candidates per row are CTC-scored (ESPnet's partial scoring; the whole vocabulary
 would cost T x V per step): the LLM's ``pre_beam`` best, and the tokens the CTC head itself
 hears in the utterance (the two likeliest non-blank classes of each frame), so that a word the
-LLM's prior ranks low can still be written when the audio says it. Neither torchaudio nor transformers ships a
-CTC prefix scorer over an outside model's logits, hence this module (about 80 lines of the
-standard recursion).
+LLM's prior ranks low can still be written when the audio says it. Neither torchaudio nor
+transformers ships a CTC prefix scorer over an outside model's logits, hence this module (about
+80 lines of the standard recursion).
 """
 
 from __future__ import annotations

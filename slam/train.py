@@ -179,7 +179,7 @@ GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, state: dict) -> None:
     """``model`` is what trains (bare, DDP or FSDP); every rank calls this, rank 0 writes."""
-    weights = trainable_only(get_model_state_dict(model, options=GATHER), model)
+    weights = gathered_trainable(model)
     optim_state = get_optimizer_state_dict(model, optimizer, options=GATHER)
     if is_main():
         with atomic_dir(directory / f"step-{state['step']:07d}") as tmp:
@@ -194,7 +194,7 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
 
 def save_best(directory: Path, model: torch.nn.Module, state: dict) -> None:
     """The trainable weights of the evaluated step with the lowest dev WER so far."""
-    weights = trainable_only(get_model_state_dict(model, options=GATHER), model)
+    weights = gathered_trainable(model)
     if is_main():
         with atomic_dir(directory / BEST) as tmp:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE))
@@ -211,8 +211,7 @@ def restore_best(directory: Path, model: torch.nn.Module, key: str) -> dict | No
     record = json.loads(record_file.read_text())
     if record.get("run_key") != key:  # another run's best, left in a shared directory
         return None
-    weights = load_file(str(directory / BEST / TRAINABLE))
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+    load_trainable(directory / BEST, model)
     return record
 
 
@@ -232,7 +231,13 @@ def latest_checkpoint(directory: Path, key: str) -> Path | None:
     return None
 
 
-def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
+def gathered_trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full tensors of the trainable parameters (collective: every rank calls it)."""
+    return trainable_only(get_model_state_dict(model, options=GATHER), model)
+
+
+def load_trainable(ckpt: Path, model: torch.nn.Module) -> None:
+    """Put the trainable weights saved in ``ckpt`` into ``model`` (bare, DDP or FSDP)."""
     weights = load_file(str(ckpt / TRAINABLE))
     model_keys, trained = set(unwrap(model).state_dict()), trainable_only(weights, model)
     # a frozen weight's second name, written by an earlier version (see trainable_only): dropped
@@ -240,8 +245,12 @@ def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) ->
     unknown = set(weights) - {n for n, p in unwrap(model).named_parameters() if p.requires_grad}
     if unknown:
         raise ValueError(f"{ckpt} has parameters this model does not train: {sorted(unknown)[:5]}")
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def load_checkpoint(ckpt: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
+    load_trainable(ckpt, model)
     full = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, weights, options=full)
     extra = torch.load(ckpt / STATE, weights_only=True)
     set_optimizer_state_dict(model, optimizer, extra["optimizer"], options=full)
     scheduler.load_state_dict(extra["scheduler"])
