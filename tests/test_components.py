@@ -83,6 +83,42 @@ def test_whisper_encoder_matches_transformers_on_full_window(tiny_models):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
+def test_whisper_context_padding_equals_the_30s_window_on_the_true_length(tiny_models):
+    """With 30 s of context a 2 s clip's outputs are transformers' own on Whisper's padded
+    window, cut to the clip; with none they differ (attention sees no silence)."""
+    wave = np.random.default_rng(1).standard_normal(16000 * 2).astype(np.float32)
+    reference = WhisperModel.from_pretrained(tiny_models["whisper"]).get_encoder().eval()
+    padded = build_encoder(EncoderConfig(path=str(tiny_models["whisper"]), context_seconds=30))
+    window = padded.feature_extractor(wave, sampling_rate=16000, return_tensors="pt").input_features
+    assert window.shape[-1] == 3000
+    feats = padded.extract(wave)
+    with torch.no_grad():
+        theirs = reference(window).last_hidden_state[:, :100]
+        ours, lengths = padded(feats[None], torch.tensor([200]))
+        true_length = build_encoder(EncoderConfig(path=str(tiny_models["whisper"])))
+        bare, _ = true_length(feats[None], torch.tensor([200]))
+    assert ours.shape == (1, 100, 32) and lengths.tolist() == [100]
+    # The last frame's convolutions read one mel frame past the clip: audio there, silence here.
+    torch.testing.assert_close(ours[:, :99], theirs[:, :99], atol=1e-4, rtol=1e-4)
+    assert (bare - theirs).abs().max() > 1e-2
+
+
+def test_whisper_context_padding_is_per_clip_in_a_batch(tiny_models):
+    encoder = build_encoder(EncoderConfig(path=str(tiny_models["whisper"]), context_seconds=4))
+    rng = np.random.default_rng(2)
+    short, long = (encoder.extract(rng.standard_normal(16000 * s).astype(np.float32)) for s in (1, 5))
+    batch = torch.zeros(2, long.shape[0], 80)
+    batch[0, : short.shape[0]], batch[1] = short, long
+    with torch.no_grad():
+        together, lengths = encoder(batch, torch.tensor([short.shape[0], long.shape[0]]))
+        alone = [encoder(f[None], torch.tensor([f.shape[0]]))[0][0] for f in (short, long)]
+    assert lengths.tolist() == [50, 250]
+    torch.testing.assert_close(together[0, :50], alone[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(together[1], alone[1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="context_seconds=31"):
+        build_encoder(EncoderConfig(path=str(tiny_models["whisper"]), context_seconds=31))
+
+
 def test_whisper_lower_layer_runs_fewer_layers(tiny_models):
     encoder = build_encoder(EncoderConfig(path=str(tiny_models["whisper"]), layer=1))
     assert len(encoder.encoder.layers) == 1

@@ -40,6 +40,7 @@ class AudioEncoder(nn.Module):
     sample_rate: int = 16000
     _native_frame_rate: float
     _native_sequence_wise: bool = False
+    takes_context_padding: bool = False  # honours ``encoder.context_seconds``
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -56,6 +57,11 @@ class AudioEncoder(nn.Module):
         self.cfg = cfg
         if cfg.pooling not in POOLINGS:
             raise ValueError(f"encoder.pooling={cfg.pooling!r}; known: {', '.join(POOLINGS)}")
+        if cfg.context_seconds and not self.takes_context_padding:
+            raise ValueError(
+                f"encoder.context_seconds={cfg.context_seconds}: the {cfg.name!r} encoder runs on "
+                "the true length only (set it to 0)"
+            )
 
     @property
     def sequence_wise(self) -> bool:
