@@ -179,6 +179,15 @@ class TrainConfig:
     ctc_warmup_steps: int = 0
     ctc_warmup_lr: float = 2.0e-3
     ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
+    # SpecAugment on the encoder outputs (cached or not) in training, warm-up included
+    # (slam.augment): ``spec_time_masks`` spans of up to ``spec_time_width`` frames (each at most
+    # ``spec_time_fraction`` of the batch's frames) and ``spec_feature_masks`` spans of up to
+    # ``spec_feature_width`` channels are set to 0. 0 masks: off.
+    spec_time_masks: int = 0
+    spec_time_width: int = 10  # encoder frames (Whisper: 50 Hz, so 0.2 s)
+    spec_time_fraction: float = 0.2
+    spec_feature_masks: int = 0
+    spec_feature_width: int = 48
     eval_every: int = 200
     dev_max_cuts: int = 100
     # Greedy WER on the first N dev cuts at every evaluation (0: off): the WER-vs-training-time
@@ -420,7 +429,9 @@ RANGES: dict[type, dict[str, Range]] = {
         "lr": POSITIVE, "lora_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
         "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "max_grad_norm": POSITIVE,
         "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
-        "ctc_warmup_max_duration": POSITIVE, "eval_every": COUNT, "dev_max_cuts": COUNT,
+        "ctc_warmup_max_duration": POSITIVE, "spec_time_masks": NON_NEGATIVE, "spec_time_width": COUNT,
+        "spec_time_fraction": FRACTION, "spec_feature_masks": NON_NEGATIVE, "spec_feature_width": COUNT,
+        "eval_every": COUNT, "dev_max_cuts": COUNT,
         "dev_wer_cuts": NON_NEGATIVE, "checkpoint_every": COUNT, "log_every": COUNT, "seed": NON_NEGATIVE,
     },
     DecodeConfig: {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,

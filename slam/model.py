@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedTokenizerBase
 
+from slam.augment import EncoderOutputMasking
 from slam.biasing import biasing_on, format_prompt
 from slam.config import RuntimeConfig, SlamConfig
 from slam.ctc_prefix import CTCPrefixScorer
@@ -84,6 +85,7 @@ class SpeechLLM(nn.Module):
         self.prompt = prompt
         # instruction -> Prompt in the same template, for rows with their own instruction
         self.prompt_builder = prompt_builder
+        self.augment: nn.Module = nn.Identity()  # training-time masking (slam.augment)
         self.ctc_blank: nn.Parameter | None = None
         self.ctc_classes: torch.Tensor | None = None  # token ids the CTC loss scores (None: all)
         # the training step adds the CTC loss (train.ctc_weight > 0); the warm-up alone does not
@@ -164,7 +166,7 @@ class SpeechLLM(nn.Module):
             if self.encoder is None:
                 raise RuntimeError("raw features given but the model was built without its encoder")
             inputs, lengths = self.encoder(inputs, lengths)
-        return self.projector(inputs.to(self.projector_dtype), lengths)
+        return self.projector(self.augment(inputs).to(self.projector_dtype), lengths)
 
     def train(self, mode: bool = True) -> SpeechLLM:
         super().train(mode)
@@ -380,6 +382,7 @@ def build_speech_llm(
         use_chat_template=loaded.use_chat_template, system_prompt=cfg.train.system_prompt,
     )  # fmt: skip
     model = SpeechLLM(projector, llm, loaded.tokenizer, builder(default_instruction(cfg)), encoder, builder)
+    model.augment = EncoderOutputMasking(cfg.train)
     if cfg.train.ctc_weight > 0 or cfg.train.ctc_warmup_steps > 0:
         model.enable_ctc()
         model.ctc_in_step = cfg.train.ctc_weight > 0

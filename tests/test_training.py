@@ -259,3 +259,24 @@ def test_keeps_the_checkpoint_with_the_lowest_dev_wer_and_decodes_jointly(tiny_c
     assert hyp_files == ["test.beam1.jsonl", "test.ctc.jsonl"]
     table = score(tiny_cfg) and (Path(tiny_cfg.score.dir) / "asr" / "results.md").read_text()
     assert "CTC head of the projector, alone" in table
+
+
+def test_spec_augment_masks_encoder_outputs_in_training_only(tiny_cfg):
+    tiny_cfg.train.spec_time_masks, tiny_cfg.train.spec_time_width = 2, 10
+    tiny_cfg.train.spec_feature_masks, tiny_cfg.train.spec_feature_width = 2, 4
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).train()
+    torch.manual_seed(0)  # a span may be drawn 0 wide; this seed draws none
+    frames = torch.randn(3, 100, 32) + 5.0  # no zeros of its own
+    masked = model.augment(frames)
+    for row in masked:
+        silent_frames = int((row == 0).all(dim=1).sum())
+        silent_channels = int((row == 0).all(dim=0).sum())
+        assert 0 < silent_frames <= 20 and silent_channels <= 8  # two spans of <= 10 frames / 4 dims
+    assert not torch.equal(masked[0] == 0, masked[1] == 0)  # each row its own spans
+    lengths = torch.tensor([100, 100, 100])
+    first, _ = model.audio_embeddings(frames, lengths, encoded=True)
+    second, _ = model.audio_embeddings(frames, lengths, encoded=True)
+    assert not torch.equal(first, second)
+    model.eval()
+    assert torch.equal(model.augment(frames), frames)
+    assert torch.equal(*(model.audio_embeddings(frames, lengths, encoded=True)[0] for _ in range(2)))
