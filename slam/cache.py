@@ -29,7 +29,7 @@ from lhotse import CutSet
 from lhotse.features.io import NumpyHdf5Writer, close_cached_file_handles
 from tqdm import tqdm
 
-from slam.config import SlamConfig
+from slam.config import EncoderConfig, SlamConfig
 from slam.corpora import write_manifest
 from slam.corpora.validate import BadInputError, audio_path, short_error
 from slam.data import ENCODER_OUT, load_cuts, manifest_path
@@ -201,7 +201,9 @@ def load_cached_cuts(cfg: SlamConfig, name: str) -> CutSet:
     if not info_path.exists():
         raise FileNotFoundError(f"{info_path} missing: run the cache stage first")
     info = json.loads(info_path.read_text())
-    if info["encoder"] != dataclasses.asdict(cfg.encoder):
+    # A cache written before a setting existed was built with that setting's default.
+    built_with = {**dataclasses.asdict(EncoderConfig()), **info["encoder"]}
+    if built_with != dataclasses.asdict(cfg.encoder):
         raise ValueError(
             f"the cache in {cache_dir} was built for encoder {info['encoder']}, "
             f"but the config asks for {dataclasses.asdict(cfg.encoder)}: rerun the cache stage"

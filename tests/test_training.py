@@ -111,6 +111,18 @@ def test_cache_refuses_other_encoder(tiny_cfg):
         load_cached_cuts(tiny_cfg, "train")
 
 
+def test_cache_from_before_a_setting_existed_counts_as_built_with_its_default(tiny_cfg):
+    build_cache(tiny_cfg)
+    info_path = Path(tiny_cfg.cache.dir) / "info.json"
+    info = json.loads(info_path.read_text())
+    del info["encoder"]["context_seconds"]
+    info_path.write_text(json.dumps(info))
+    assert len(load_cached_cuts(tiny_cfg, "train")) > 0
+    tiny_cfg.encoder.context_seconds = 10.0
+    with pytest.raises(ValueError, match="rerun the cache stage"):
+        load_cached_cuts(tiny_cfg, "train")
+
+
 def test_encoder_inside_the_step(tiny_cfg):
     """train.use_cache=false: no cache needed; the encoder runs in each step, frozen."""
     tiny_cfg.train.use_cache = False
