@@ -70,6 +70,12 @@ class CorpusConfig:
     engines: list[str] = field(default_factory=lambda: ["espeak", "flite", "festival"])
     min_words: int = 4
     max_words: int = 16
+    # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
+    # slam.corpora.channel), for real telephone speech such as asterisk_en
+    telephone_fraction: float = 0.0
+    # voices no training utterance uses ("engine" for all its voices, or "engine:voice"):
+    # dev and test keep them, flagged ``held_out``, so reports show unseen speakers apart
+    held_out_voices: list[str] = field(default_factory=list)
     # real test sets from Debian packages
     real_sets: list[str] = field(default_factory=lambda: ["asterisk_en"])
     # a user's own corpus: Lhotse manifests or SLAM-LLM-style jsonl, by split name
@@ -411,7 +417,7 @@ FRACTION = Range(0, 1)
 RANGES: dict[type, dict[str, Range]] = {
     CorpusConfig: {
         "num_utterances": NON_NEGATIVE,  # 0: no synthetic sets, the user's manifests only
-        "dev_fraction": FRACTION, "test_fraction": FRACTION,
+        "dev_fraction": FRACTION, "test_fraction": FRACTION, "telephone_fraction": FRACTION,
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
     },

@@ -309,3 +309,55 @@ def test_recordings_supervisions_pair_and_prepare(tmp_path: Path, broken_wavs: d
     assert stats["sets"]["mine"]["cuts"] == 1 and stats["sets"]["mine"]["speakers"] == 0
     assert [p.name for p in (tmp_path / "corpus").iterdir() if p.name.startswith(".")] == []
     assert len(CutSet.from_file(tmp_path / "corpus" / "mine.jsonl.gz")) == 1
+
+
+def test_telephone_share_band_limits_a_seeded_share_and_survives_the_manifest(tmp_path):
+    from lhotse import CutSet, Recording
+
+    from slam.corpora import write_manifest
+    from slam.corpora.channel import telephone_share
+
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    cuts = []
+    for i in range(40):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, noise, 16000)
+        cuts.append(Recording.from_file(path, recording_id=f"u{i}").to_cut())
+    shared, changed = telephone_share(CutSet.from_cuts(cuts), 0.5, seed=0)
+    again, _ = telephone_share(CutSet.from_cuts(reversed(cuts)), 0.5, seed=0)
+    assert 10 <= changed <= 30 and sorted(c.id for c in shared) == sorted(c.id for c in cuts)
+    narrow = {c.id for c in shared if c.recording.transforms}
+    assert narrow == {c.id for c in again if c.recording.transforms} and len(narrow) == changed
+    write_manifest(shared, tmp_path / "train.jsonl.gz")
+    reread = {c.id: c for c in CutSet.from_file(tmp_path / "train.jsonl.gz")}
+
+    def high_band_share(cut) -> float:  # energy above 4 kHz, the telephone band's edge
+        spectrum = np.abs(np.fft.rfft(cut.load_audio()[0])) ** 2
+        return float(spectrum[4200:].sum() / spectrum.sum())  # 1 Hz bins over 1 s
+
+    some_narrow = next(iter(narrow))
+    some_wide = next(c.id for c in cuts if c.id not in narrow)
+    assert reread[some_narrow].load_audio().shape == (1, 16000)
+    assert high_band_share(reread[some_narrow]) < 0.01 < 0.3 < high_band_share(reread[some_wide])
+
+
+def test_held_out_voices_never_speak_a_training_sentence():
+    from slam.config import ConfigError
+    from slam.corpora.tts import TtsEngine, plan_renderings
+
+    class Engine(TtsEngine):
+        def pitch_range(self, voice: str) -> tuple[float, float]:
+            return (100.0, 120.0)
+
+    engines = {"a": (Engine(), ["v1", "v2", "v3"]), "b": (Engine(), ["w1", "w2"])}
+    sentences = {split: [f"{split} sentence {i}" for i in range(300)] for split in ("train", "dev", "test")}
+    jobs = plan_renderings(sentences, engines, seed=0, held_out=["b", "a:v2"])
+    train = {j.speaker for j in jobs if j.split == "train"}
+    assert train == {"a:v1", "a:v3"} and not any(j.held_out for j in jobs if j.split == "train")
+    test = [j for j in jobs if j.split == "test"]
+    assert {j.speaker for j in test if j.held_out} == {"b:w1", "b:w2", "a:v2"}
+    assert all(j.held_out == (j.speaker in {"b:w1", "b:w2", "a:v2"}) for j in test)
+    with pytest.raises(ConfigError, match="held_out_voices.*'c:x'"):
+        plan_renderings(sentences, engines, seed=0, held_out=["c:x"])
+    with pytest.raises(ConfigError, match="every installed voice"):
+        plan_renderings(sentences, engines, seed=0, held_out=["a", "b"])

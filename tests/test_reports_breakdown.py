@@ -167,3 +167,19 @@ def test_breakdown_skips_recipes_not_scored_by_wer(cfg: SlamConfig, tmp_path: Pa
     cfg.recipe = "aac"
     assert breakdown_report(cfg, tmp_path / "metrics" / "aac") == ""
     assert not (tmp_path / "metrics" / "aac" / "breakdown.json").exists()
+
+
+def test_held_out_voices_are_reported_apart(cfg: SlamConfig, tmp_path: Path):
+    manifest = Path(cfg.corpus.dir) / "test.jsonl.gz"
+    cuts = []
+    for cut in CutSet.from_file(manifest):  # espeak's adam voice never spoke a training sentence
+        if cut.supervisions[0].speaker == "espeak:en-gb+adam":
+            cut.supervisions[0].custom["held_out"] = True
+        cuts.append(cut)
+    CutSet.from_cuts(cuts).to_file(manifest)
+    metrics_dir = tmp_path / "metrics" / "asr"
+    text = breakdown_report(cfg, metrics_dir)
+    heard = json.loads((metrics_dir / "breakdown.json").read_text())["test"]["heard"]
+    assert _counts(heard) == {"voices heard in training": 6, "voices held out of training": 4}
+    assert heard["voices held out of training"]["systems"]["llm.test.beam1"]["wer"] == 1.0
+    assert "| voices held out of training | 4 | 100.0 | 100.0 | 0.0 |" in text

@@ -40,6 +40,7 @@ from slam.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
+from slam.corpora.channel import telephone_share
 from slam.corpora.text import SPLITS
 from slam.corpora.validate import BadInputError, validate_cuts
 from slam.tracking import start_run
@@ -106,6 +107,8 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
             cuts, counts = validate_cuts(cuts, c.sample_rate, c.skip_bad)
             if failed.get(split):
                 counts["skipped"]["render_failed"] = failed[split]
+            if split == "train" and c.telephone_fraction > 0:
+                cuts, counts["telephone_channel"] = telephone_share(cuts, c.telephone_fraction, c.seed)
             sets[split] = cuts
             set_stats[split] = {**counts, "source": c.source}
     for name in c.real_sets:

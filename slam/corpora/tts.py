@@ -34,7 +34,7 @@ import soundfile as sf
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from tqdm import tqdm
 
-from slam.config import CorpusConfig
+from slam.config import ConfigError, CorpusConfig
 from slam.corpora import text as text_mod
 from slam.corpora.base import SYNTHESIZERS
 from slam.registry import Registry
@@ -58,6 +58,7 @@ class RenderJob:
     voice: str = ""
     speed: float = 1.0
     pitch: float = 0.0
+    held_out: bool = False  # a voice no training utterance uses
 
     @property
     def speaker(self) -> str:
@@ -337,19 +338,49 @@ def available_engines(names: Iterable[str], language: str = "en") -> dict[str, t
     return engines
 
 
+def held_out_check(held_out: Iterable[str], engines: dict[str, tuple[TtsEngine, list[str]]]) -> set[str]:
+    """``corpus.held_out_voices`` checked against the installed engines and voices."""
+    held = set(held_out)
+    speakers = {f"{name}:{voice}" for name, (_, voices) in engines.items() for voice in voices}
+    unknown = sorted(held - speakers - set(engines))
+    if unknown:
+        raise ConfigError(
+            f"corpus.held_out_voices: {unknown} are neither an installed engine nor engine:voice "
+            f"(installed: {sorted(engines)}; voices e.g. {sorted(speakers)[:4]})"
+        )
+    if all(speaker in held or speaker.split(":", 1)[0] in held for speaker in speakers):
+        raise ConfigError("corpus.held_out_voices holds out every installed voice: nothing left to train on")
+    return held
+
+
 def plan_renderings(
-    sentences: dict[str, list[str]], engines: dict[str, tuple[TtsEngine, list[str]]], seed: int
+    sentences: dict[str, list[str]],
+    engines: dict[str, tuple[TtsEngine, list[str]]],
+    seed: int,
+    held_out: Iterable[str] = (),
 ) -> list[RenderJob]:
-    """One job per sentence (per repeat): engine, voice, speed and pitch drawn with ``seed``."""
+    """One job per sentence (per repeat): engine, voice, speed and pitch drawn with ``seed``.
+    Training sentences never draw a ``held_out`` voice (an engine name holds out all of its
+    voices); dev and test draw from every voice and flag the held-out ones."""
+    held = held_out_check(held_out, engines)
+
+    def is_held(engine: str, voice: str) -> bool:
+        return engine in held or f"{engine}:{voice}" in held
+
     rng = random.Random(seed)
     names = sorted(engines)
+    training_voices = {n: [v for v in engines[n][1] if not is_held(n, v)] for n in names}
     jobs = []
     for split in text_mod.SPLITS:
         repeats: Counter[str] = Counter()
         for sentence in sentences.get(split, []):
             key = hashlib.sha256(text_mod.sentence_key(sentence).encode()).hexdigest()[:12]
-            engine_name = rng.choice(names)
-            engine, voices = engines[engine_name]
+            if split == "train" and held:
+                engine_name = rng.choice([n for n in names if training_voices[n]])
+                engine, voices = engines[engine_name][0], training_voices[engine_name]
+            else:
+                engine_name = rng.choice(names)
+                engine, voices = engines[engine_name]
             voice = rng.choice(voices)
             low, high = engine.pitch_range(voice)
             jobs.append(
@@ -361,6 +392,7 @@ def plan_renderings(
                     voice=voice,
                     speed=round(rng.uniform(*engine.speed_range), 2),
                     pitch=round(rng.uniform(low, high), 1),
+                    held_out=is_held(engine_name, voice),
                 )
             )
             repeats[key] += 1
@@ -462,7 +494,10 @@ def jobs_to_cuts(jobs: Iterable[RenderJob], report: RenderReport, language: str 
             text=job.text,
             speaker=job.speaker,
             language=language,
-            custom={"engine": job.engine, "voice": job.voice, "speed": job.speed, "pitch": job.pitch},
+            custom={
+                "engine": job.engine, "voice": job.voice, "speed": job.speed, "pitch": job.pitch,
+                **({"held_out": True} if job.held_out else {}),
+            },  # fmt: skip
         )
         cuts.append(
             MonoCut(
@@ -485,7 +520,7 @@ def speak_sentences(
     throughput) for ``stats.json``. Shared by the tts and parallel sources."""
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
     engines = available_engines(cfg.engines, cfg.language)
-    jobs = plan_renderings(sentences, engines, cfg.seed)
+    jobs = plan_renderings(sentences, engines, cfg.seed, cfg.held_out_voices)
     report = render(
         jobs, audio_dir, {n: e for n, (e, _) in engines.items()}, cfg.num_workers, cfg.sample_rate
     )

@@ -131,6 +131,7 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
 MIN_VOICE_UTTERANCES = 20  # a voice with fewer cuts in a set is pooled: its own WER would be noise
 OTHER_VOICES = "other voices"
 REAL = "real"  # the engine of a recorded cut (no TTS engine in its supervision)
+HEARD, HELD_OUT, RECORDED = "voices heard in training", "voices held out of training", "recorded speakers"
 # (label, lower bound in seconds): a cut falls in the last bucket whose bound it reaches
 DURATION_BUCKETS = (("<2 s", 0.0), ("2-4 s", 2.0), ("4-6 s", 4.0), ("6-10 s", 6.0), (">=10 s", 10.0))
 
@@ -159,6 +160,15 @@ def voice_of(cut: Any) -> str:
     if voice:
         return f"{engine_of(cut)}:{voice}"
     return sup.speaker or "unknown"
+
+
+def heard_of(cut: Any) -> str:
+    """Whether training heard the voice of ``cut``: held-out voices (``corpus.held_out_voices``)
+    and recorded speech are speakers the model never heard."""
+    sup = cut.supervisions[0]
+    if (sup.custom or {}).get("held_out"):
+        return HELD_OUT
+    return RECORDED if engine_of(cut) == REAL else HEARD
 
 
 def duration_bucket(seconds: float) -> str:
@@ -231,11 +241,13 @@ def breakdown_report(cfg: SlamConfig, metrics_dir: Path, min_utterances: int = M
             "engine": {c.id: engine_of(c) for c in cuts},
             "voice": {c.id: voice_of(c) if voice_cuts[voice_of(c)] >= min_utterances else OTHER_VOICES
                       for c in cuts},
+            "heard": {c.id: heard_of(c) for c in cuts},
             "duration": {c.id: duration_bucket(c.duration) for c in cuts},
         }  # fmt: skip
         names = {
             "engine": sorted(set(groups["engine"].values())),
             "voice": sorted(set(groups["voice"].values()), key=lambda v: (v == OTHER_VOICES, v)),
+            "heard": [g for g in (HEARD, HELD_OUT, RECORDED) if g in set(groups["heard"].values())],
             "duration": [label for label, _ in DURATION_BUCKETS],  # all, in order: an empty one says so
         }
         headings = {key: heading for key, (heading, _) in mine.items()}
@@ -247,6 +259,8 @@ def breakdown_report(cfg: SlamConfig, metrics_dir: Path, min_utterances: int = M
         lines += _group_table("By synthesis engine", "engine", result["engine"], headings)
         lines += _group_table(f"By voice (at least {min_utterances} cuts)", "voice", result["voice"],
                               headings)  # fmt: skip
+        lines += _group_table("Speakers training heard, and speakers it never heard", "speakers",
+                              result["heard"], headings)  # fmt: skip
         lines += _group_table("By utterance length", "duration", result["duration"], headings)
     atomic_write_json(metrics_dir / "breakdown.json", results)
     return "\n".join(lines) + "\n"
