@@ -225,6 +225,22 @@ class DecodeConfig:
 
 
 @dataclass
+class BaselineConfig(DecodeConfig):
+    """The baseline stage: Whisper's own decoder as shipped, and (``finetune_minutes`` > 0, ASR
+    recipes) that decoder fine-tuned on the cached training encoder outputs (slam.whisper_finetune)."""
+
+    dir: str = "exp/asr/baseline"
+    # minutes of decoder training (evaluations not counted); 0: no fine-tuned row
+    finetune_minutes: float = 0.0
+    finetune_lr: float = 1.0e-5  # AdamW, constant
+    finetune_max_duration: float = 60.0  # seconds of audio per batch (Lhotse dynamic bucketing)
+    # greedy WER on the first N dev cuts every ``finetune_eval_every`` steps and at the end; the
+    # decoder weights with the lowest one are kept (0: no evaluation, the last weights are kept)
+    finetune_dev_cuts: int = 100
+    finetune_eval_every: int = 100
+
+
+@dataclass
 class ScoreConfig:
     dir: str = "metrics"
     normalizer: str = "english_v1"
@@ -346,9 +362,7 @@ class SlamConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    baseline: DecodeConfig = field(
-        default_factory=lambda: DecodeConfig(dir="exp/asr/baseline", num_beams=[1])
-    )
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     bias: BiasConfig = field(default_factory=BiasConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
@@ -412,7 +426,9 @@ COUNT = Range(1)  # sizes, steps, intervals
 NON_NEGATIVE = Range(0)  # 0 means off / none
 FRACTION = Range(0, 1)
 
-# Every numeric setting's valid values, by section class (decode and baseline share one);
+DECODE_RANGES: dict[str, Range] = {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,
+                                   "ctc_weight": FRACTION, "ctc_pre_beam": COUNT}  # fmt: skip
+# Every numeric setting's valid values, by section class (baseline's extends decode's);
 # a list setting's entries are checked one by one. test_hostile_inputs keeps it complete.
 RANGES: dict[type, dict[str, Range]] = {
     CorpusConfig: {
@@ -440,8 +456,10 @@ RANGES: dict[type, dict[str, Range]] = {
         "eval_every": COUNT, "dev_max_cuts": COUNT,
         "dev_wer_cuts": NON_NEGATIVE, "checkpoint_every": COUNT, "log_every": COUNT, "seed": NON_NEGATIVE,
     },
-    DecodeConfig: {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,
-                   "ctc_weight": FRACTION, "ctc_pre_beam": COUNT},  # fmt: skip
+    DecodeConfig: DECODE_RANGES,
+    BaselineConfig: {**DECODE_RANGES, "finetune_minutes": NON_NEGATIVE,  # 0: off
+                     "finetune_lr": POSITIVE, "finetune_max_duration": POSITIVE,
+                     "finetune_dev_cuts": NON_NEGATIVE, "finetune_eval_every": COUNT},  # fmt: skip
     BiasConfig: {
         "common_words": NON_NEGATIVE, "list_sizes": COUNT, "unfiltered_sizes": COUNT,
         "train_keep": FRACTION, "train_distractors": NON_NEGATIVE, "seed": NON_NEGATIVE,
