@@ -314,10 +314,22 @@ def translation_systems(
 def decode_baseline(cfg: SlamConfig) -> dict:
     """The baseline stage: the most frequent training caption for recipe aac (the retrieval
     baseline comes with the decode stage, as it needs the trained contrastive model), else
-    Whisper's own decoder."""
+    Whisper's own decoder, and with ``baseline.finetune_minutes`` > 0 (ASR recipes) that decoder
+    fine-tuned on the training set (slam.whisper_finetune)."""
+    # here: slam.whisper_finetune imports this module
+    from slam.whisper_finetune import FINETUNED, check_finetunable, clear_finetuned, finetune_whisper
+
+    if cfg.baseline.finetune_minutes > 0:
+        check_finetunable(cfg)  # before minutes of decoding, not after
     if captioning_on(cfg):
         return most_frequent_baseline(cfg)
-    return decode_whisper(cfg)
+    timing = decode_whisper(cfg)
+    if not is_main():
+        return timing
+    if cfg.baseline.finetune_minutes > 0:
+        return {**timing, FINETUNED: finetune_whisper(cfg)}
+    clear_finetuned(Path(cfg.baseline.dir))  # an earlier run's, when fine-tuning was on
+    return timing
 
 
 def most_frequent_baseline(cfg: SlamConfig) -> dict:
