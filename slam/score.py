@@ -25,12 +25,16 @@ from slam.plots import learning_curve, score_bars
 from slam.tracking import log_dvc_lock, start_run
 from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of, translation_on
 from slam.utils import atomic_write_json, atomic_write_text
+from slam.whisper_finetune import FINETUNED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # system name -> how the results table labels it
 SYSTEMS = {"llm": "LLM-based (encoder + projector + LLM)", "whisper": "Whisper (own decoder)"}
+# hypothesis labels other than beams -> (system, decoding), in the table's order after the beams
+READINGS = {CTC_READING: ("CTC head of the projector, alone (no LLM)", "best path"),
+            FINETUNED: ("Whisper (own decoder), fine-tuned on the training set", "greedy")}  # fmt: skip
 # recipe aac: hypothesis label (after the set name) -> system
 CAPTION_SYSTEMS = {REFINE: "LLM-based + CLAP-Refine", RETRIEVAL: "nearest training caption (contrastive)",
                    MOST_FREQUENT: "most frequent training caption"}  # fmt: skip
@@ -130,15 +134,28 @@ def _decoding(beam: str) -> str:
     return "greedy" if beam == "1" else f"beam {beam}"
 
 
-def _label_order(label: str) -> tuple[int, int]:
-    """The LLM's beams by width, then the CTC head's own reading."""
-    return (0, int(label.removeprefix("beam"))) if label.startswith("beam") else (1, 0)
+def _beam_width(label: str) -> int | None:
+    """N of a label ``beam<N>``, else None."""
+    width = label.removeprefix("beam")
+    return int(width) if label.startswith("beam") and width.isdigit() else None
+
+
+def _label_order(label: str) -> tuple[int, int, str]:
+    """A system's beams by width, then the other readings in READINGS' order, then any other
+    label by name."""
+    width = _beam_width(label)
+    if width is not None:
+        return 0, width, ""
+    known = list(READINGS)
+    return (1, known.index(label), "") if label in known else (2, 0, label)
 
 
 def _wer_system(system: str, label: str) -> tuple[str, str]:
-    if label == CTC_READING:
-        return "CTC head of the projector, alone (no LLM)", "best path"
-    return SYSTEMS.get(system, system), _decoding(label.removeprefix("beam"))
+    """The results table's system name and decoding of a hypothesis label."""
+    if label in READINGS:
+        return READINGS[label]
+    width = _beam_width(label)
+    return SYSTEMS.get(system, system), label if width is None else _decoding(str(width))
 
 
 def results_table(metrics: dict, train: dict | None) -> str:

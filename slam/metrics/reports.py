@@ -177,7 +177,8 @@ def duration_bucket(seconds: float) -> str:
 
 def _columns(cfg: SlamConfig) -> dict[str, tuple[str, Path]]:
     """Every hypothesis file of both systems: ``<system>.<set>.<label>`` -> (column heading,
-    file), in the results table's order (the LLM's beams, the CTC head, then Whisper)."""
+    file), in the results table's order (the LLM's beams, the CTC head, then Whisper's beams and
+    its fine-tuned decoder)."""
     from slam.score import _label_order, _wer_system  # here: slam.score imports this module
 
     found = []
