@@ -182,12 +182,17 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
     weights = gathered_trainable(model)
     optim_state = get_optimizer_state_dict(model, optimizer, options=GATHER)
     if is_main():
-        with atomic_dir(directory / f"step-{state['step']:07d}") as tmp:
+        key = state["run_key"]
+        target = directory / f"step-{state['step']:07d}"
+        if target.exists() and checkpoint_key(target) != key:  # another run's step: not ours to replace
+            target = target.with_name(f"{target.name}-{key}")
+        with atomic_dir(target) as tmp:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE))
             torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict(),
                         "rng": torch.get_rng_state()}, tmp / STATE)
             atomic_write_json(tmp / "state.json", state)
-        for old in sorted(directory.glob("step-*"))[:-2]:  # keep the last two
+        # keep this run's last two; other runs' checkpoints in a shared directory are theirs
+        for old in run_checkpoints(directory, key)[:-2]:
             shutil.rmtree(old)
     barrier()
 
@@ -223,11 +228,44 @@ def trainable_only(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> 
     return {k: v for k, v in weights.items() if k in names}
 
 
+def checkpoint_key(ckpt: Path) -> str | None:
+    """The run key in a checkpoint's ``state.json``; ``None`` when it is missing or unreadable."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("run_key") if isinstance(state, dict) else None
+
+
+def run_checkpoints(directory: Path, key: str) -> list[Path]:
+    """The checkpoints of run ``key`` in ``directory``, oldest first."""
+    return [ckpt for ckpt in sorted(directory.glob("step-*")) if checkpoint_key(ckpt) == key]
+
+
+def checkpoint_damage(ckpt: Path) -> str | None:
+    """What makes ``ckpt`` unloadable (a file cut short or missing), or ``None`` when intact.
+    Read in full, without touching the model: a failed load half-way would leave it mixed."""
+    try:
+        load_file(str(ckpt / TRAINABLE))
+        torch.load(ckpt / STATE, weights_only=True, map_location="cpu")
+    except Exception as exc:  # safetensors, zip and unpickling errors all mean the same here
+        return str(exc).split("\n", 1)[0][:200] or type(exc).__name__
+    return None
+
+
 def latest_checkpoint(directory: Path, key: str) -> Path | None:
+    """The newest intact checkpoint of run ``key``; damaged ones are skipped with a warning."""
     for ckpt in sorted(directory.glob("step-*"), reverse=True):
-        state_file = ckpt / "state.json"
-        if state_file.exists() and json.loads(state_file.read_text()).get("run_key") == key:
+        owner = checkpoint_key(ckpt)
+        if owner is None:
+            log.warning("skipping checkpoint %s: its state.json is missing or unreadable", ckpt)
+            continue
+        if owner != key:
+            continue
+        damage = checkpoint_damage(ckpt)
+        if damage is None:
             return ckpt
+        log.warning("skipping checkpoint %s: %s", ckpt, damage)
     return None
 
 

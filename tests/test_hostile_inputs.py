@@ -1,12 +1,14 @@
 """What a hostile but fair user can throw at slam (issue 23): out-of-range settings, a handed-over
 model directory that would run code, an export onto a folder that is not ours, audio folders
-with odd suffixes or no audio, hypothesis files with rows missing. One test per case; each
-outcome is a clear error naming what is wrong, or a correct result."""
+with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
+two configs, damaged checkpoints. One test per case; each outcome is a clear error naming what
+is wrong, or a correct result."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -19,6 +21,7 @@ import mlflow
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +35,13 @@ from slam.data import cut_text, load_cuts
 from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
 from slam.score import score
 from slam.tracking import start_run
+from slam.train import (
+    STATE,
+    TRAINABLE,
+    checkpoint_key,
+    latest_checkpoint,
+    save_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -325,3 +335,56 @@ def test_hypotheses_for_cuts_the_set_lacks_are_refused(tiny_cfg) -> None:
     _hyp_file(tiny_cfg, "beam1", [*_perfect_rows(tiny_cfg), {"id": "not-in-test", "ref": "a", "hyp": "a"}])
     with pytest.raises(BadInputError, match=r"test\.beam1\.jsonl: 1 hypotheses for cuts that set 'test'"):
         score(tiny_cfg)
+
+
+# -------------------------------------------------------- checkpoints belong to their run
+
+
+def _save_steps(directory: Path, key: str, steps: list[int]) -> None:
+    """Checkpoints of run ``key``, saved as the train stage saves them (a one-layer model)."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for step in steps:
+        save_checkpoint(directory, model, optimizer, scheduler, {"step": step, "run_key": key})
+
+
+def _owners(directory: Path) -> dict[str, str | None]:
+    return {ckpt.name: checkpoint_key(ckpt) for ckpt in sorted(directory.glob("step-*"))}
+
+
+def test_rotation_deletes_only_the_checkpoints_of_its_own_run(tmp_path) -> None:
+    ckpts = tmp_path / "checkpoints"
+    _save_steps(ckpts, "old", [10, 12, 14])
+    # a new config in the same directory: its steps come before the old run's by name
+    _save_steps(ckpts, "new", [2, 4, 6])
+    assert _owners(ckpts) == {"step-0000004": "new", "step-0000006": "new",
+                              "step-0000012": "old", "step-0000014": "old"}  # fmt: skip
+    assert latest_checkpoint(ckpts, "new") == ckpts / "step-0000006"
+    # a step the old run holds too: written beside it, and the old run's is left alone
+    _save_steps(ckpts, "new", [12])
+    assert _owners(ckpts) == {"step-0000006": "new", "step-0000012": "old", "step-0000012-new": "new",
+                              "step-0000014": "old"}  # fmt: skip
+    assert latest_checkpoint(ckpts, "new") == ckpts / "step-0000012-new"
+    assert latest_checkpoint(ckpts, "old") == ckpts / "step-0000014"
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog) -> None:
+    ckpts = tmp_path / "checkpoints"
+    _save_steps(ckpts, "k", [2, 4, 6])  # steps 4 and 6 kept
+    weights = ckpts / "step-0000006" / TRAINABLE
+    weights.write_bytes(weights.read_bytes()[:-10])  # a copy cut short
+    for name, state in (("step-0000008", "{not json"), ("step-0000009", None)):
+        (ckpts / name).mkdir()
+        if state is not None:
+            (ckpts / name / "state.json").write_text(state)
+    with caplog.at_level(logging.WARNING, logger="slam.train"):
+        assert latest_checkpoint(ckpts, "k") == ckpts / "step-0000004"
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping checkpoint")]
+    assert len(skipped) == 3
+    for name in ("step-0000006", "step-0000008", "step-0000009"):
+        assert any(str(ckpts / name) in message for message in skipped), (name, skipped)
+    # the optimizer state cut short counts as well
+    state = ckpts / "step-0000004" / STATE
+    state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])
+    assert latest_checkpoint(ckpts, "k") is None
