@@ -57,7 +57,14 @@ from slam.sentence import SentenceEncoder
 from slam.tracking import start_run
 from slam.translation import Curriculum, translation_on
 from slam.tuning import uses_cache
-from slam.utils import atomic_dir, atomic_write_json, autocast, seed_everything, setup_runtime
+from slam.utils import (
+    atomic_dir,
+    atomic_write_json,
+    autocast,
+    directory_lock,
+    seed_everything,
+    setup_runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -375,8 +382,16 @@ def write_curve(path: Path, rows: list[dict]) -> None:
 
 # -- the stage ---------------------------------------------------------------------------------
 def train(cfg: SlamConfig) -> dict:
-    """The train stage; under torchrun every rank calls it and rank 0 logs and writes."""
+    """The train stage; under torchrun every rank calls it and rank 0 logs and writes.
+
+    Rank 0 holds a lock on ``train.dir`` throughout: two runs writing one directory would leave
+    one's model beside the other's metrics."""
     device = setup_runtime(cfg.runtime)
+    with directory_lock(cfg.train.dir, "train.dir") if is_main() else contextlib.nullcontext():
+        return _train(cfg, device)
+
+
+def _train(cfg: SlamConfig, device: torch.device) -> dict:
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.train.dir)
     ckpt_dir = out_dir / CHECKPOINTS

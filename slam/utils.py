@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +53,59 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+class DirectoryLockedError(FileExistsError):
+    """Another live process holds the lock on a directory; the message names it."""
+
+
+LOCK_FILE = ".slam.lock"
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path, what: str) -> Iterator[Path]:
+    """Hold ``<directory>/.slam.lock`` for the block, or raise :class:`DirectoryLockedError`
+    naming the holder's pid and host (``what``: how the user names the directory).
+
+    An flock, which the kernel drops when its process dies however it dies: a file left by a
+    killed run is not held and is taken over. The pid and host in it only name the holder.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise DirectoryLockedError(f"{what} {directory} is in use by another run ({holder}); "
+                                       f"lock file {path}") from None  # fmt: skip
+        # the holder may have removed the file between our open and our lock: lock the new one
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)
+    try:
+        left = _lock_holder(fd)
+        if left != "pid unknown":
+            log.warning("taking over the lock %s of a run that is gone (%s)", path, left)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # before the unlock: a waiting run then locks a new file
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """``pid N on host H`` as written in a lock file."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"null")
+        return f"pid {int(holder['pid'])} on host {holder['host']}"
+    except (ValueError, TypeError, KeyError):  # empty (its holder is about to write it) or not ours
+        return "pid unknown"
 
 
 def seed_everything(seed: int) -> None:

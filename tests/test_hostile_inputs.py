@@ -1,8 +1,8 @@
 """What a hostile but fair user can throw at slam (issue 23): out-of-range settings, a handed-over
 model directory that would run code, an export onto a folder that is not ours, audio folders
 with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
-two configs, damaged checkpoints. One test per case; each outcome is a clear error naming what
-is wrong, or a correct result."""
+two configs or two runs, damaged checkpoints. One test per case; each outcome is a clear error
+naming what is wrong, or a correct result."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import typing
@@ -34,14 +35,18 @@ from slam.corpora.validate import BadInputError
 from slam.data import cut_text, load_cuts
 from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
 from slam.score import score
+from slam.stages import run_stage
 from slam.tracking import start_run
 from slam.train import (
+    MODEL,
     STATE,
     TRAINABLE,
     checkpoint_key,
     latest_checkpoint,
     save_checkpoint,
+    train,
 )
+from slam.utils import LOCK_FILE, directory_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -388,3 +393,48 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog) -> 
     state = ckpts / "step-0000004" / STATE
     state.write_bytes(state.read_bytes()[: len(state.read_bytes()) // 2])
     assert latest_checkpoint(ckpts, "k") is None
+
+
+# ----------------------------------------------------------------- one run per train.dir
+
+
+def _params_file(cfg: SlamConfig, path: Path) -> str:
+    path.write_text(yaml.safe_dump(as_dict(cfg)))
+    return str(path)
+
+
+def test_a_second_run_on_a_train_dir_stops_naming_the_first(tiny_cfg, tmp_path, capsys) -> None:
+    params = _params_file(tiny_cfg, tmp_path / "params.yaml")
+    with directory_lock(tiny_cfg.train.dir, "train.dir") as lock:  # the first run
+        with pytest.raises(SystemExit) as info:
+            run_stage(train, params)
+        assert info.value.code == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error in stage train: train.dir ") and str(lock) in line, line
+        assert f"pid {os.getpid()} on host {socket.gethostname()}" in line, line
+    assert not lock.exists()  # released with the block
+    assert not (Path(tiny_cfg.train.dir) / MODEL).exists()
+
+
+def test_a_stale_lock_is_taken_over_and_every_lock_is_released(tiny_cfg, monkeypatch, caplog) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has any more
+    lock = Path(tiny_cfg.train.dir) / LOCK_FILE
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    with caplog.at_level(logging.WARNING, logger="slam.utils"):
+        with directory_lock(tiny_cfg.train.dir, "train.dir"):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"taking over the lock {lock} of a run that is gone (pid {gone.pid} " in caplog.text
+    assert not lock.exists()
+
+    def fails(cfg: SlamConfig, device: torch.device) -> dict:
+        assert lock.exists()
+        raise RuntimeError("a fault in training")
+
+    monkeypatch.setattr("slam.train._train", fails)
+    with pytest.raises(RuntimeError, match="a fault in training"):
+        train(tiny_cfg)
+    assert not lock.exists()  # released on the way out
