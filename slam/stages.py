@@ -24,6 +24,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# What a rerun keeps after Ctrl-C, by stage function; the others start again.
+RESUMES = {
+    "train": "rerun to resume from the last checkpoint",
+    "build_cache": "rerun to keep the finished sets and encode the rest",
+    "decode": "rerun to keep the finished hypothesis files and decode the rest",
+    "decode_baseline": "rerun to keep the finished hypothesis files and decode the rest",
+}
+
+
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (a log or CI summary shows the whole of it)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -31,7 +40,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -> Any:
-    """Load ``params``, run ``stage``; a user error prints one line naming it and exits 1."""
+    """Load ``params``, run ``stage``; a user error prints one line naming it and exits 1,
+    Ctrl-C one line saying what a rerun keeps and exits 130 (the shell's code for SIGINT)."""
     logging.basicConfig(
         level=os.environ.get("SLAM_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -47,3 +57,7 @@ def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -
     except errors as exc:
         print(f"error in stage {stage.__name__}: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        what = RESUMES.get(stage.__name__, "rerun to start it again")
+        print(f"interrupted; stage {stage.__name__}: {what}", file=sys.stderr)
+        raise SystemExit(130) from None

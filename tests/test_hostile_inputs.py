@@ -1,8 +1,8 @@
 """What a hostile but fair user can throw at slam (issue 23): out-of-range settings, a handed-over
 model directory that would run code, an export onto a folder that is not ours, audio folders
 with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
-two configs or two runs, damaged checkpoints. One test per case; each outcome is a clear error
-naming what is wrong, or a correct result."""
+two configs or two runs, damaged checkpoints, Ctrl-C. One test per case; each outcome is a
+clear error naming what is wrong, or a correct result."""
 
 from __future__ import annotations
 
@@ -438,3 +438,34 @@ def test_a_stale_lock_is_taken_over_and_every_lock_is_released(tiny_cfg, monkeyp
     with pytest.raises(RuntimeError, match="a fault in training"):
         train(tiny_cfg)
     assert not lock.exists()  # released on the way out
+
+
+# ------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_in_a_stage_is_one_line_and_exit_130(tmp_path, capsys) -> None:
+    params = _params_file(SlamConfig(), tmp_path / "params.yaml")
+
+    def train(cfg: SlamConfig) -> None:  # the stage's name says what a rerun keeps
+        raise KeyboardInterrupt
+
+    def prepare_corpus(cfg: SlamConfig) -> None:
+        raise KeyboardInterrupt
+
+    for stage, what in ((train, "rerun to resume from the last checkpoint"),
+                        (prepare_corpus, "rerun to start it again")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            run_stage(stage, params)
+        assert info.value.code == 130
+        assert capsys.readouterr().err == f"interrupted; stage {stage.__name__}: {what}\n"
+
+
+def test_a_real_sigint_ends_a_stage_process_with_130_and_no_traceback(tmp_path) -> None:
+    _params_file(SlamConfig(), tmp_path / "params.yaml")
+    script = ("import os, signal\nfrom slam.stages import run_stage\n\n"
+              "def decode(cfg):\n    os.kill(os.getpid(), signal.SIGINT)\n\nrun_stage(decode)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "interrupted; stage decode: rerun to keep the finished hypothesis files and decode the rest"]
