@@ -1,8 +1,9 @@
 """What a hostile but fair user can throw at slam (issue 23): out-of-range settings, a handed-over
 model directory that would run code, an export onto a folder that is not ours, audio folders
 with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
-two configs or two runs, damaged checkpoints, Ctrl-C. One test per case; each outcome is a
-clear error naming what is wrong, or a correct result."""
+two configs or two runs, damaged checkpoints, Ctrl-C, a user set of nothing but bad lines.
+One test per case; each outcome is a clear error naming what is wrong, a counted skip, or a
+correct result."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from lhotse import CutSet
 from slam.cli import main as slam_cli
 from slam.compose import compose_params
 from slam.config import CODE_LOADING_KEYS, RANGES, RECIPES, ConfigError, Range, SlamConfig, as_dict, to_config
+from slam.corpora import prepare_corpus
 from slam.corpora.validate import BadInputError
 from slam.data import cut_text, load_cuts
 from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
@@ -469,3 +471,30 @@ def test_a_real_sigint_ends_a_stage_process_with_130_and_no_traceback(tmp_path) 
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip().splitlines() == [
         "interrupted; stage decode: rerun to keep the finished hypothesis files and decode the rest"]
+
+
+# ---------------------------------------------------------- a user set of nothing but bad lines
+
+
+def test_a_user_set_whose_every_line_is_skipped_is_an_error_naming_it(tmp_path, capsys) -> None:
+    wav = tmp_path / "fine.wav"
+    sf.write(wav, 0.3 * np.sin(np.arange(16000) / 8).astype(np.float32), 16000)
+    manifest = tmp_path / "mine.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"key": "a", "source": str(tmp_path / "gone.wav"), "target": "words"},
+        {"key": "b", "source": str(wav), "target": "  "},
+        {"key": "c", "source": str(tmp_path / "also-gone.wav"), "target": "more words"},
+    ]))  # fmt: skip
+    cfg = SlamConfig()
+    cfg.corpus.dir, cfg.corpus.num_utterances, cfg.corpus.real_sets = str(tmp_path / "corpus"), 0, []
+    cfg.corpus.user_manifests, cfg.corpus.skip_bad = {"mine": str(manifest)}, True
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(SystemExit) as info:
+        run_stage(prepare_corpus, _params_file(cfg, tmp_path / "params.yaml"))
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line == (f"error in stage prepare_corpus: user set 'mine' ({manifest}) has no usable cuts: "
+                    "3 lines or cuts skipped (missing_audio: 2, no_text: 1; corpus.skip_bad is on)")
+    assert not (tmp_path / "corpus" / "mine.jsonl.gz").exists()

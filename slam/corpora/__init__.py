@@ -115,6 +115,9 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
         sets[name], set_stats[name] = CORPORA.build(name, c)
     for name, path in c.user_manifests.items():
         sets[name], set_stats[name] = CORPORA.build("user_manifest", c, path)
+        if not len(sets[name]):  # an empty set would fail the next stage, far from its cause
+            why = skip_summary(set_stats[name])
+            raise BadInputError(f"user set {name!r} ({path}) has no usable cuts: {why}")
 
     for name, cuts in sets.items():
         write_manifest(cuts, out / f"{name}.jsonl.gz")
@@ -130,6 +133,15 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
         mlflow.log_dict(stats, "stats.json")
     _write_json(stats, out / "stats.json")
     return sets
+
+
+def skip_summary(counts: dict[str, Any]) -> str:
+    """``N lines or cuts skipped (reason: n, ...)`` from a set's counts, or that it had none."""
+    skipped = counts.get("skipped") or {}
+    if not skipped:
+        return "the manifest holds no entries"
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+    return f"{sum(skipped.values())} lines or cuts skipped ({reasons}; corpus.skip_bad is on)"
 
 
 def check_set_names(cfg: SlamConfig) -> None:
