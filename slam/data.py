@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ import torch
 from lhotse import CutSet
 from transformers import PreTrainedTokenizerBase
 
+from slam.corpora.validate import BadInputError, audio_path
 from slam.encoders import AudioEncoder
 from slam.encoders.base import pad_features
 
+log = logging.getLogger(__name__)
 ENCODER_OUT = "encoder_out"  # name of the cached array on each cut
+# A cut may pass its encoder's window by less than one 10 ms feature frame: nothing is lost.
+LENGTH_SLACK = 0.01
 
 
 def cut_text(cut: Any) -> str:
@@ -64,6 +69,10 @@ class AudioTextDataset(torch.utils.data.Dataset):
         elif self.encoder is None:
             feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
         else:
+            window = encoder_window(self.encoder)
+            for c in cuts:  # the last guard: callers drop such cuts first (drop_too_long)
+                if problem := too_long(c, window):
+                    raise BadInputError(problem)
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
         texts = [self.target(c, self.epoch, self.step) if self.target else cut_text(c) for c in cuts]
@@ -80,6 +89,49 @@ class AudioTextDataset(torch.utils.data.Dataset):
         if self.instruction is not None:
             batch["instructions"] = [self.instruction(c, self.epoch, self.step) for c in cuts]
         return batch
+
+
+def encoder_window(encoder: AudioEncoder) -> float | None:
+    """Seconds of audio ``encoder`` hears whole at most, or ``None`` for any length.
+
+    Whisper takes ``max_frames`` output frames (30 s), and its feature extractor cuts longer
+    audio to that without a word: the audio must be checked before it gets there.
+    """
+    frames = getattr(encoder, "max_frames", None)
+    # the native rate: frame_rate reads 0 under mean pooling, which still sees the window only
+    return None if frames is None else frames / encoder._native_frame_rate
+
+
+def too_long(cut: Any, window: float | None) -> str | None:
+    """What is wrong with ``cut`` if it is longer than ``window`` seconds, else ``None``."""
+    if window is None or cut.duration <= window + LENGTH_SLACK:
+        return None
+    return (f"{audio_path(cut)}: cut {cut.id} is {cut.duration:.1f} s long, past the encoder's "
+            f"{window:g} s window (it would be cut short)")
+
+
+def drop_too_long(
+    cuts: CutSet, window: float | None, skip_bad: bool, what: str,
+    hint: str = "or set corpus.skip_bad=true to skip such cuts",
+) -> tuple[CutSet, int]:
+    """The cuts the encoder hears whole, and how many were left out. A longer cut raises
+    :class:`BadInputError` naming its file and length (``what``: where it is, ``hint``: the
+    way out), or with ``skip_bad`` is logged and left out."""
+    if window is None:
+        return cuts, 0
+    kept, skipped = [], 0
+    for cut in cuts:
+        problem = too_long(cut, window)
+        if problem is None:
+            kept.append(cut)
+        elif not skip_bad:
+            raise BadInputError(f"{problem}, in {what}; split it into shorter pieces {hint}".rstrip())
+        else:
+            log.warning("skipping: %s (%s)", problem, what)
+            skipped += 1
+    if skipped:
+        log.warning("%s: skipped %d cuts longer than the encoder's %g s window", what, skipped, window)
+    return CutSet.from_cuts(kept), skipped
 
 
 def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:

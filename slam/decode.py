@@ -38,7 +38,7 @@ from slam.captioning import (
     training_captions,
 )
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
-from slam.data import AudioTextDataset, batches_of, cut_text, load_cuts
+from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, encoder_window, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.drcap import decoding_rows, zero_shot_on
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
@@ -199,7 +199,7 @@ def decode(cfg: SlamConfig) -> dict:
         sets = {name: load_cached_cuts(cfg, name) for name in cfg.decode.sets}
     else:
         model = build_speech_llm(cfg, with_encoder=True)
-        sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.decode.sets}
+        sets = within_window(cfg, cfg.decode.sets, encoder_window(model.encoder))
     load_assets(model, assets).to(device).eval()
     dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
     if biasing_on(cfg):  # every set once per biasing condition, each row with its own list
@@ -235,6 +235,14 @@ def decode(cfg: SlamConfig) -> dict:
     if translation_on(cfg) and is_main():
         translation_systems(cfg, sets, dataset, transcribe)
     return timing
+
+
+def within_window(cfg: SlamConfig, names: list[str], window: float | None) -> dict[str, CutSet]:
+    """The corpus sets ``names`` for an encoder that reads audio: a cut longer than its
+    ``window`` is an error naming it or, with ``corpus.skip_bad``, left out (the score stage
+    then counts it as missing)."""
+    return {name: drop_too_long(load_cuts(cfg.corpus.dir, name), window, cfg.corpus.skip_bad,
+                                f"set {name}")[0] for name in names}  # fmt: skip
 
 
 def wer_recipe(cfg: SlamConfig) -> bool:
@@ -376,7 +384,8 @@ def decode_whisper(cfg: SlamConfig) -> dict:
                                  max_new_tokens=cfg.baseline.max_new_tokens, **language)
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
-    sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
+    # the feature extractor cuts what is longer than its chunk (30 s)
+    sets = within_window(cfg, cfg.baseline.sets, float(processor.feature_extractor.chunk_length))
     key = decode_key("whisper", fingerprint(cfg.encoder.path), cfg.baseline.batch_size,
                      cfg.baseline.max_new_tokens, cfg.runtime.precision, *language.values())
     return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe, key)

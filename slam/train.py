@@ -40,7 +40,7 @@ from slam.captioning import CaptionSpace, caption_target, captioning_on, fit_con
 from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset, batches_of, load_cuts
+from slam.data import AudioTextDataset, batches_of, drop_too_long, encoder_window, load_cuts
 from slam.distributed import (
     barrier,
     is_main,
@@ -398,6 +398,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     key = run_key(cfg)
     use_cache = uses_cache(cfg)
+    skipped_too_long: dict[str, int] = {}
 
     if use_cache:
         train_cuts, dev_cuts = load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev")
@@ -406,6 +407,10 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     else:
         train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
         model = build_speech_llm(cfg, with_encoder=True)
+        window = encoder_window(model.encoder)  # longer audio would be cut short in the step
+        train_cuts, too_long_train = drop_too_long(train_cuts, window, cfg.corpus.skip_bad, "set train")
+        dev_cuts, too_long_dev = drop_too_long(dev_cuts, window, cfg.corpus.skip_bad, "set dev")
+        skipped_too_long = {k: n for k, n in (("train", too_long_train), ("dev", too_long_dev)) if n}
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -481,6 +486,8 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
                    **{f"ctc_warmup_{k}": v for k, v in state.get("ctc_warmup", {}).items()},
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
+        if skipped_too_long:  # cuts longer than the encoder's window, left out (corpus.skip_bad)
+            summary["skipped_too_long"] = skipped_too_long
         if "best_step" in state and cfg.train.keep_best:  # the model saved below is this step
             summary["best_step"] = best["step"] if best else state["step"]
             summary["best_dev_wer"] = best["dev_wer"] if best else final_dev.get("dev_wer")

@@ -1,9 +1,9 @@
 """What a hostile but fair user can throw at slam (issue 23): out-of-range settings, a handed-over
 model directory that would run code, an export onto a folder that is not ours, audio folders
 with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
-two configs or two runs, damaged checkpoints, Ctrl-C, a user set of nothing but bad lines.
-One test per case; each outcome is a clear error naming what is wrong, a counted skip, or a
-correct result."""
+two configs or two runs, damaged checkpoints, Ctrl-C, a user set of nothing but bad lines,
+audio longer than the encoder's window. One test per case; each outcome is a clear error
+naming what is wrong, a counted skip, or a correct result."""
 
 from __future__ import annotations
 
@@ -27,15 +27,17 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lhotse import CutSet
+from lhotse import CutSet, Recording
 
 from slam.cli import main as slam_cli
 from slam.compose import compose_params
 from slam.config import CODE_LOADING_KEYS, RANGES, RECIPES, ConfigError, Range, SlamConfig, as_dict, to_config
 from slam.corpora import prepare_corpus
 from slam.corpora.validate import BadInputError
-from slam.data import cut_text, load_cuts
-from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained
+from slam.data import AudioTextDataset, cut_text, load_cuts
+from slam.decode import within_window
+from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained, transcribe
+from slam.model import build_speech_llm
 from slam.score import score
 from slam.stages import run_stage
 from slam.tracking import start_run
@@ -498,3 +500,45 @@ def test_a_user_set_whose_every_line_is_skipped_is_an_error_naming_it(tmp_path, 
     assert line == (f"error in stage prepare_corpus: user set 'mine' ({manifest}) has no usable cuts: "
                     "3 lines or cuts skipped (missing_audio: 2, no_text: 1; corpus.skip_bad is on)")
     assert not (tmp_path / "corpus" / "mine.jsonl.gz").exists()
+
+
+# ------------------------------------------------------------------- audio past the encoder's window
+
+
+def _tone_file(path: Path, seconds: float) -> Path:
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 300 * np.arange(int(seconds * 16000)) / 16000), 16000)
+    return path
+
+
+def test_transcribe_names_audio_longer_than_the_window_or_skips_it(tiny_cfg, tmp_path) -> None:
+    long, short = _tone_file(tmp_path / "long.wav", 31.0), _tone_file(tmp_path / "short.wav", 1.0)
+    model = build_speech_llm(tiny_cfg, with_encoder=True).eval()
+    cuts = cuts_from_inputs([long, short])
+    named = f"{long}: cut {long} is 31.0 s long, past the encoder's 30 s window (it would be cut short)"
+    with pytest.raises(BadInputError, match=re.escape(named)):
+        transcribe(tiny_cfg, model, cuts)
+    rows = transcribe(tiny_cfg, model, cuts, skip_bad=True)
+    assert [row["id"] for row in rows] == [str(short)]
+    # and whatever reaches the dataset with audio past the window is refused, not cut
+    with pytest.raises(BadInputError, match=re.escape(named)):
+        AudioTextDataset(model.tokenizer, model.encoder)[cuts]
+
+
+def test_train_and_decode_without_cache_name_or_skip_long_audio(tiny_cfg, tmp_path) -> None:
+    long = _tone_file(tmp_path / "long.wav", 45.0)
+    for name in ("train", "test"):
+        cuts = list(load_cuts(tiny_cfg.corpus.dir, name))
+        supervision = dataclasses.replace(cuts[0].supervisions[0], id="long", recording_id="long",
+                                          duration=45.0)  # fmt: skip
+        extra = Recording.from_file(long, recording_id="long").to_cut().with_id("long")
+        extra.supervisions = [supervision]
+        CutSet.from_cuts([*cuts, extra]).to_file(Path(tiny_cfg.corpus.dir) / f"{name}.jsonl.gz")
+    tiny_cfg.train.use_cache = False
+    message = re.escape(f"{long}: cut long is 45.0 s long, past the encoder's 30 s window")
+    with pytest.raises(BadInputError, match=message + ".*in set train; .*corpus.skip_bad=true"):
+        train(tiny_cfg)  # before any step
+    with pytest.raises(BadInputError, match=message + ".*in set test"):
+        within_window(tiny_cfg, ["test"], 30.0)  # decode's and the Whisper baseline's sets
+    tiny_cfg.corpus.skip_bad = True
+    kept = within_window(tiny_cfg, ["test"], 30.0)["test"]
+    assert "long" not in {c.id for c in kept} and len(kept) == 4
