@@ -2,6 +2,8 @@
 
     python scripts/dev_sweep.py exp/asr/model 100 ctc g0 g0.5 b4:0.5 [--dev-cache data/asr/cache]
 
+``MODEL`` is a trained model directory, or a training checkpoint (``step-*``, e.g. the one right
+after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
 LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
 models trained on other corpora are scored on the same cuts) and prints one JSON line each.
@@ -16,10 +18,12 @@ import time
 from pathlib import Path
 
 from slam.cache import cache_dim, load_cached_cuts
+from slam.config import load_config
 from slam.data import AudioTextDataset, batches_of
 from slam.inference import trained_config
 from slam.metrics import score_wer
 from slam.model import build_speech_llm, load_assets
+from slam.train import load_trainable
 from slam.utils import setup_runtime
 
 
@@ -37,11 +41,17 @@ def main() -> None:
     parser.add_argument("cuts", type=int)
     parser.add_argument("settings", nargs="+")
     parser.add_argument("--dev-cache", help="cache dir whose dev set is decoded (default: the model's)")
+    parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
     args = parser.parse_args()
-    cfg = trained_config(args.model)
+    checkpoint = (args.model / "state.json").exists()
+    cfg = load_config(args.params) if checkpoint else trained_config(args.model)
     device = setup_runtime(cfg.runtime)
     model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
-    load_assets(model, args.model).to(device).eval()
+    if checkpoint:
+        load_trainable(args.model, model)
+    else:
+        load_assets(model, args.model)
+    model.to(device).eval()
     dataset = AudioTextDataset(model.tokenizer)
     dev_cfg = copy.deepcopy(cfg)
     dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
