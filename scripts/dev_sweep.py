@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("cuts", type=int)
     parser.add_argument("settings", nargs="+")
     parser.add_argument("--dev-cache", help="cache dir whose dev set is decoded (default: the model's)")
+    parser.add_argument("--set", default="dev", help="the cached set to decode (default dev)")
     parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
     args = parser.parse_args()
     checkpoint = (args.model / "state.json").exists()
@@ -55,7 +56,7 @@ def main() -> None:
     dataset = AudioTextDataset(model.tokenizer)
     dev_cfg = copy.deepcopy(cfg)
     dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
-    cuts = load_cached_cuts(dev_cfg, "dev").subset(first=args.cuts)
+    cuts = load_cached_cuts(dev_cfg, args.set).subset(first=args.cuts)
     for setting in args.settings:
         start, hyps, refs = time.monotonic(), {}, {}
         for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
@@ -69,7 +70,8 @@ def main() -> None:
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
         wer = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
-        print(json.dumps({"model": str(args.model), "setting": setting, "dev_wer": round(100 * wer, 2),
+        print(json.dumps({"model": str(args.model), "set": args.set, "setting": setting,
+                          "dev_wer": round(100 * wer, 2),
                           "minutes": round((time.monotonic() - start) / 60, 2)}), flush=True)  # fmt: skip
 
 
