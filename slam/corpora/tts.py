@@ -1,4 +1,5 @@
-"""Synthetic speech from the Debian TTS engines (espeak-ng, flite, festival).
+"""Synthetic speech from the Debian TTS engines (espeak-ng, flite, festival), and the optional
+neural ones of :mod:`slam.corpora.neural_tts` (kokoro, piper).
 
 Every utterance gets a seeded random engine, voice, speed and pitch, so the corpus has many
 voices. Rendering runs on all cores in a thread pool (the work happens in subprocesses);
@@ -97,6 +98,10 @@ class TtsEngine:
         if shutil.which(self.binary) is None:
             return []
         return self.declared_voices()
+
+    def requirement(self) -> str:
+        """What the engine needs, for the warning when it is skipped."""
+        return self.binary
 
     def pitch_range(self, voice: str) -> tuple[float, float]:
         raise NotImplementedError
@@ -324,7 +329,9 @@ def available_engines(names: Iterable[str], language: str = "en") -> dict[str, t
         engine = TTS_ENGINES.build(name, language)
         voices = engine.installed_voices()
         if not voices:
-            log.warning("TTS engine %s (%s) is not installed or has no voices; skipped", name, engine.binary)
+            log.warning(
+                "TTS engine %s (%s) is not installed or has no voices; skipped", name, engine.requirement()
+            )
             continue
         missing = len(engine.declared_voices()) - len(voices)
         if missing:
@@ -552,3 +559,7 @@ def synthesize_corpus(
     splits = [s for s in text_mod.SPLITS if s in set(splits)]
     pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
     return speak_sentences(cfg, pool, audio_dir, splits)
+
+
+# the in-process engines (kokoro, piper) register themselves in TTS_ENGINES on import
+from slam.corpora import neural_tts  # noqa: E402, F401
