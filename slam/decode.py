@@ -373,19 +373,34 @@ def decode_whisper(cfg: SlamConfig) -> dict:
                           f"{cfg.corpus.translation_language!r} do not allow it")  # fmt: skip
     language = {"language": cfg.corpus.language, "task": task} if multilingual else {}
 
+    window = processor.feature_extractor.n_samples  # Whisper's 30 s chunk, in samples
+
     @torch.no_grad()
-    def transcribe(cuts: CutSet, beams: int) -> list[str]:
-        # [channels, samples] -> mono: the average of the channels, as the encoders take it
-        audio = [np.asarray(c.resample(sample_rate).load_audio().mean(axis=0)) for c in cuts]
-        feats = processor.feature_extractor(audio, sampling_rate=sample_rate, return_tensors="pt")
+    def generate(waves: list[np.ndarray], beams: int) -> list[str]:
+        # Longer than the chunk: all of it, decoded by transformers' sequential long-form
+        # algorithm (30 s windows, moved on by the predicted timestamps), never cut to 30 s.
+        long_form = len(waves) == 1 and len(waves[0]) > window
+        whole = {"truncation": False, "padding": "longest", "return_attention_mask": True}
+        feats = processor.feature_extractor(waves, sampling_rate=sample_rate, return_tensors="pt",
+                                            **(whole if long_form else {}))  # fmt: skip
+        inputs = {}
+        if long_form:
+            inputs = {"attention_mask": feats.attention_mask.to(device), "return_timestamps": True}
         # the same autocast as the LLM-based system: padded to 30 s, Whisper's encoder dominates
         with autocast(cfg.runtime, device):
             ids = model.generate(feats.input_features.to(device), num_beams=beams,
-                                 max_new_tokens=cfg.baseline.max_new_tokens, **language)
+                                 max_new_tokens=cfg.baseline.max_new_tokens, **language, **inputs)
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
-    # the feature extractor cuts what is longer than its chunk (30 s)
-    sets = within_window(cfg, cfg.baseline.sets, float(processor.feature_extractor.chunk_length))
+    def transcribe(cuts: CutSet, beams: int) -> list[str]:
+        # [channels, samples] -> mono: the average of the channels, as the encoders take it
+        waves = [np.asarray(c.resample(sample_rate).load_audio().mean(axis=0)) for c in cuts]
+        short = [i for i, w in enumerate(waves) if len(w) <= window]
+        texts = dict(zip(short, generate([waves[i] for i in short], beams) if short else []))
+        texts.update({i: generate([w], beams)[0] for i, w in enumerate(waves) if i not in texts})
+        return [texts[i] for i in range(len(waves))]
+
+    sets = {name: load_cuts(cfg.corpus.dir, name) for name in cfg.baseline.sets}
     key = decode_key("whisper", fingerprint(cfg.encoder.path), cfg.baseline.batch_size,
                      cfg.baseline.max_new_tokens, cfg.runtime.precision, *language.values())
     return decode_and_record(cfg, "whisper", None, sets, cfg.baseline, transcribe, key)

@@ -538,7 +538,34 @@ def test_train_and_decode_without_cache_name_or_skip_long_audio(tiny_cfg, tmp_pa
     with pytest.raises(BadInputError, match=message + ".*in set train; .*corpus.skip_bad=true"):
         train(tiny_cfg)  # before any step
     with pytest.raises(BadInputError, match=message + ".*in set test"):
-        within_window(tiny_cfg, ["test"], 30.0)  # decode's and the Whisper baseline's sets
+        within_window(tiny_cfg, ["test"], 30.0)  # decode's sets without the cache
     tiny_cfg.corpus.skip_bad = True
     kept = within_window(tiny_cfg, ["test"], 30.0)["test"]
     assert "long" not in {c.id for c in kept} and len(kept) == 4
+
+
+def test_the_whisper_baseline_decodes_long_audio_whole(tiny_cfg, tmp_path, monkeypatch) -> None:
+    """A clip past Whisper's 30 s chunk goes to transformers' long-form decoding, all of it."""
+    from transformers import WhisperForConditionalGeneration
+
+    from slam.decode import decode_whisper
+
+    long = _tone_file(tmp_path / "long.wav", 45.0)
+    cuts = list(load_cuts(tiny_cfg.corpus.dir, "test"))
+    supervision = dataclasses.replace(cuts[0].supervisions[0], id="long", recording_id="long", duration=45.0)
+    extra = Recording.from_file(long, recording_id="long").to_cut().with_id("long")
+    extra.supervisions = [supervision]
+    CutSet.from_cuts([*cuts, extra]).to_file(Path(tiny_cfg.corpus.dir) / "test.jsonl.gz")
+    calls = []
+
+    def generate(self, input_features, **kwargs):
+        calls.append((input_features.shape[0], input_features.shape[-1], kwargs.get("return_timestamps")))
+        return torch.full((input_features.shape[0], 3), self.generation_config.decoder_start_token_id)
+
+    monkeypatch.setattr(WhisperForConditionalGeneration, "generate", generate)
+    tiny_cfg.baseline.sets = ["test"]
+    decode_whisper(tiny_cfg)
+    assert (1, 4500, True) in calls  # 45 s of mel frames, one clip, timestamps for the windows
+    assert all(frames == 3000 for _, frames, timestamps in calls if not timestamps)
+    rows = [json.loads(line) for line in (Path(tiny_cfg.baseline.dir) / "test.beam1.jsonl").open()]
+    assert "long" in {row["id"] for row in rows} and len(rows) == len(cuts) + 1
