@@ -2,11 +2,12 @@
 model directory that would run code, an export onto a folder that is not ours, audio folders
 with odd suffixes or no audio, hypothesis files with rows missing, a train directory shared by
 two configs or two runs, damaged checkpoints, Ctrl-C, a user set of nothing but bad lines,
-audio longer than the encoder's window. One test per case; each outcome is a clear error
-naming what is wrong, a counted skip, or a correct result."""
+generated manifests of good and broken lines, audio longer than the encoder's window. One test
+per case; each outcome is a clear error naming what is wrong, a counted skip, or a correct result."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -500,6 +501,117 @@ def test_a_user_set_whose_every_line_is_skipped_is_an_error_naming_it(tmp_path, 
     assert line == (f"error in stage prepare_corpus: user set 'mine' ({manifest}) has no usable cuts: "
                     "3 lines or cuts skipped (missing_audio: 2, no_text: 1; corpus.skip_bad is on)")
     assert not (tmp_path / "corpus" / "mine.jsonl.gz").exists()
+
+
+# ------------------------------------------------------------- generated bad SLAM-LLM manifests
+
+# kind of line: (what the line is, skip reason with skip_bad or None when the line is fine)
+MANIFEST_LINES: dict[str, str | None] = {
+    "good": None, "relative": None, "resampled": None, "stereo": None,  # fine: kept
+    "bad_json": "bad_line", "not_object": "bad_line", "not_utf8": "bad_line", "no_source": "bad_line",
+    "no_target": "no_text", "blank_target": "no_text", "number_target": "no_text", "null_target": "no_text",
+    "missing_audio": "missing_audio", "empty_file": "bad_audio", "not_audio": "bad_audio",
+    "truncated": "truncated_audio", "nan": "non_finite", "silent": "silent_audio",
+    "dup": None,  # a fine line whose key another "dup" line repeats: an error even with skip_bad
+    "blank": None,  # a blank line: not an entry at all
+}  # fmt: skip
+# lines that cannot tell a SLAM-LLM line from a Lhotse one (so cannot decide the file's form)
+UNDECIDED = {"bad_json", "not_object"}
+
+
+@pytest.fixture(scope="module")
+def manifest_audio(tmp_path_factory) -> Path:
+    """Audio the generated manifests point at, written once: fine, resampled, stereo and broken."""
+    root = tmp_path_factory.mktemp("manifest_audio")
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(8000) / 16000).astype(np.float32)  # 0.5 s
+    sf.write(root / "good.wav", tone, 16000)
+    sf.write(root / "resampled.wav", tone[::2], 8000)
+    sf.write(root / "stereo.wav", np.stack([tone, tone[::-1]], axis=1), 16000)
+    sf.write(root / "nan.wav", np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    sf.write(root / "silent.wav", np.zeros(8000, np.float32), 16000)
+    (root / "empty_file.wav").write_bytes(b"")
+    (root / "not_audio.wav").write_text("these are words, not audio\n")
+    whole = (root / "good.wav").read_bytes()
+    (root / "truncated.wav").write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+def _manifest_line(kind: str, n: int, audio: Path) -> bytes:
+    good = {"key": f"u{n}", "source": str(audio / "good.wav"), "target": f"line {n}"}
+    record: dict | None = {
+        "good": good, "dup": {**good, "key": "shared"},
+        "relative": {**good, "source": "good.wav"},  # beside the manifest
+        "no_source": {"key": f"u{n}", "target": "words"},
+        "no_target": {"key": f"u{n}", "source": good["source"]},
+        "blank_target": {**good, "target": "  "}, "number_target": {**good, "target": 5},
+        "null_target": {**good, "target": None}, "missing_audio": {**good, "source": str(audio / "gone.wav")},
+    }.get(kind)  # fmt: skip
+    if record is None and (wav := audio / f"{kind}.wav").exists():
+        record = {**good, "source": str(wav)}
+    if record is not None:
+        return json.dumps(record).encode() + b"\n"
+    return {
+        "bad_json": b'{"key": "u%d", "source": "good.wav", "target"\n' % n,
+        "not_object": b'["good.wav", "words"]\n',
+        "not_utf8": b'{"key": "u%d", "source": "good.wav", "target": "caf\xe9"}\n' % n,  # Latin-1
+        "blank": b"  \n",
+    }[kind]
+
+
+@settings(max_examples=25, deadline=None)
+@given(kinds=st.lists(st.sampled_from(sorted(MANIFEST_LINES)), min_size=1, max_size=8))
+def test_generated_bad_manifests_are_a_clear_error_or_counted_skips(manifest_audio, kinds) -> None:
+    """Every outcome of ``prepare`` on a SLAM-LLM jsonl of good and broken lines: success
+    when nothing is broken (another rate and stereo are not), otherwise a one-line
+    BadInputError naming the manifest and a broken line; with skip_bad, the broken lines
+    counted by reason in stats.json (kept + skipped = lines), a duplicate key still an error,
+    and a set of nothing but broken lines an error naming it (or naming the manifest, when no
+    line even shows which form the file is). A broken first line costs that line only."""
+    run = manifest_audio / f"run{len(list(manifest_audio.glob('run*')))}"
+    run.mkdir()
+    manifest = manifest_audio / f"{run.name}.jsonl"  # beside the audio: relative paths resolve
+    manifest.write_bytes(b"".join(_manifest_line(kind, n, manifest_audio) for n, kind in enumerate(kinds, 1)))
+    entries = [(n, kind) for n, kind in enumerate(kinds, 1) if kind != "blank"]
+    broken = {n for n, kind in entries if MANIFEST_LINES[kind]}
+    dups = [n for n, kind in entries if kind == "dup"]
+    if len(dups) > 1:
+        broken |= set(dups[1:])
+    fine = [n for n, kind in entries if not MANIFEST_LINES[kind]]
+    expected_skips = collections.Counter(MANIFEST_LINES[kind] for _, kind in entries if MANIFEST_LINES[kind])
+
+    for skip_bad in (False, True):
+        cfg = SlamConfig()
+        cfg.corpus.dir = str(run / f"corpus-{skip_bad}")
+        cfg.corpus.num_utterances, cfg.corpus.real_sets = 0, []
+        cfg.corpus.user_manifests, cfg.corpus.skip_bad = {"mine": str(manifest)}, skip_bad
+        cfg.tracking.uri = f"sqlite:///{manifest_audio / 'mlflow.db'}"
+        try:
+            sets = prepare_corpus(cfg)
+        except (BadInputError, ConfigError) as exc:  # any other type fails the test
+            message = str(exc)
+            assert "\n" not in message and str(manifest) in message, message
+            assert not (Path(cfg.corpus.dir) / "mine.jsonl.gz").exists()
+            if not entries or (skip_bad and all(kind in UNDECIDED for _, kind in entries)):
+                assert message == f"{manifest}: no manifest entries", message  # read as Lhotse jsonl
+            elif len(dups) > 1 and (skip_bad or not broken - set(dups)):
+                assert f"duplicate key 'shared' at {manifest}:" in message, message
+            elif not skip_bad:
+                assert broken and any(f"{manifest}:{n}" in message for n in broken), (kinds, message)
+            else:
+                assert not fine, (kinds, message)
+                reasons = ", ".join(f"{reason}: {k}" for reason, k in sorted(expected_skips.items()))
+                assert message == (f"user set 'mine' ({manifest}) has no usable cuts: {len(entries)} lines "
+                                   f"or cuts skipped ({reasons}; corpus.skip_bad is on)"), message
+            if skip_bad:  # what may be skipped is: an error then is a duplicate or a set of nothing
+                assert len(dups) > 1 or not fine, (kinds, message)
+            continue
+        assert len(dups) < 2 and (skip_bad or not broken), (kinds, skip_bad)
+        stats = json.loads((Path(cfg.corpus.dir) / "stats.json").read_text())["sets"]["mine"]
+        assert collections.Counter(stats["skipped"]) == expected_skips, (kinds, stats)
+        assert stats["kept"] == stats["cuts"] == len(sets["mine"]) == len(fine), (kinds, stats)
+        assert stats["kept"] + sum(stats["skipped"].values()) == len(entries)
+        assert stats["resampled"] == kinds.count("resampled") and stats["downmixed"] == kinds.count("stereo")
+        assert all(cut.sampling_rate == 16000 for cut in sets["mine"])
 
 
 # ------------------------------------------------------------------- audio past the encoder's window

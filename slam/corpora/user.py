@@ -91,7 +91,10 @@ class _Reader:
 
 
 def is_slam_jsonl(path: Path) -> bool:
-    """Whether the first record of ``path`` looks like SLAM-LLM's ``{key, source, target}``."""
+    """Whether ``path`` is SLAM-LLM's ``{key, source, target}`` jsonl: its first JSON object
+    with a ``source`` or ``target`` (SLAM) or an ``id`` (every Lhotse entry) has one of the
+    first two. Lines that are not JSON objects or have none of these keys are bad lines of
+    either form: they must not decide it (a broken first line would cost the whole file)."""
     if path.is_dir() or not path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
         return False
     try:
@@ -99,10 +102,13 @@ def is_slam_jsonl(path: Path) -> bool:
             for raw in f:
                 # undecodable bytes elsewhere in the line must not hide the form of the file
                 line = raw.decode("utf-8", errors="replace")
-                if line.strip():
-                    record = json.loads(line)
-                    return isinstance(record, dict) and "source" in record and "target" in record
-    except (OSError, EOFError, zlib.error, json.JSONDecodeError):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and ({"source", "target", "id"} & record.keys()):
+                    return "source" in record or "target" in record
+    except (OSError, EOFError, zlib.error):
         return False
     return False
 
