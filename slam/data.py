@@ -94,12 +94,10 @@ class AudioTextDataset(torch.utils.data.Dataset):
 def encoder_window(encoder: AudioEncoder) -> float | None:
     """Seconds of audio ``encoder`` hears whole at most, or ``None`` for any length.
 
-    Whisper takes ``max_frames`` output frames (30 s), and its feature extractor cuts longer
-    audio to that without a word: the audio must be checked before it gets there.
+    Whisper takes 30 s, CLAP and AST their fixed windows; their feature extraction cuts longer
+    audio without a word: the audio must be checked before it gets there.
     """
-    frames = getattr(encoder, "max_frames", None)
-    # the native rate: frame_rate reads 0 under mean pooling, which still sees the window only
-    return None if frames is None else frames / encoder._native_frame_rate
+    return encoder.window_seconds
 
 
 def too_long(cut: Any, window: float | None) -> str | None:

@@ -256,3 +256,18 @@ def test_sequence_wise_flags_follow_the_family():
     assert ENCODERS.get("clap")._native_sequence_wise
     assert not ENCODERS.get("clap_frames")._native_sequence_wise
     assert math.isclose(ENCODERS.get("whisper")._native_frame_rate, 50.0)
+
+
+def test_fixed_window_encoders_declare_it_so_long_audio_is_named_not_cut(paths, tmp_path):
+    """Whisper, CLAP and AST cut audio past their window: each says how long it is, so the
+    data side names (or skips) a longer clip; the others take any length."""
+    from slam.corpora.validate import BadInputError
+    from slam.data import drop_too_long, encoder_window
+
+    windows = {name: encoder_window(load(paths, name)) for name in ("whisper", "clap", "clap_frames", "ast")}
+    assert windows == {"whisper": 30.0, "clap": 2.0, "clap_frames": 2.0, "ast": 3.0}
+    assert all(encoder_window(load(paths, name)) is None for name in ("hubert", "mert"))
+    sf.write(tmp_path / "long.wav", noise(3.0, 16000), 16000)
+    long = Recording.from_file(tmp_path / "long.wav").to_cut()
+    with pytest.raises(BadInputError, match="long.wav: cut .* is 3.0 s long"):
+        drop_too_long([long], windows["clap"], False, "set test")

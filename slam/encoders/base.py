@@ -41,6 +41,9 @@ class AudioEncoder(nn.Module):
     _native_frame_rate: float
     _native_sequence_wise: bool = False
     takes_context_padding: bool = False  # honours ``encoder.context_seconds``
+    # Seconds of audio the encoder hears whole at most (None: any length). Longer audio would
+    # be cut short: the data side checks it first (slam.data.encoder_window).
+    window_seconds: float | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -42,6 +42,7 @@ class ClapEncoder(AudioEncoder):
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.path)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         self.window = int(self.feature_extractor.nb_max_samples)
+        self.window_seconds = self.window / self.sample_rate  # extract keeps the first window only
         self.dim = self.model.config.projection_dim
 
     def extract(self, waveform: np.ndarray) -> torch.Tensor:

@@ -96,6 +96,7 @@ class ASTEncoder(AudioEncoder):
         )
         self.sample_rate = fe.sampling_rate
         self.max_length = config.max_length
+        self.window_seconds = self.max_length * self.fbank.frame_shift_ms / 1000
         self.freq_rows, self.time_cols = self.model.embeddings.get_shape(config)
         self.frame_rate = 1000.0 / (self.fbank.frame_shift_ms * config.time_stride)
         self.dim = config.hidden_size

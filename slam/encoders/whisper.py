@@ -50,6 +50,10 @@ class WhisperEncoder(AudioEncoder):
     def max_frames(self) -> int:
         return self.encoder.embed_positions.num_embeddings
 
+    @property
+    def window_seconds(self) -> float:  # 30 s: the positional table's length
+        return self.max_frames / self._native_frame_rate
+
     def extract(self, waveform: np.ndarray) -> torch.Tensor:
         # Whisper's log-mel clamps at (max - 8) over the clip; padding with zeros to 30 s
         # leaves that max unchanged, so true-length features equal the padded ones' prefix.
