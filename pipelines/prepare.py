@@ -1,7 +1,6 @@
 """DVC stage `prepare`: reads params.yaml and calls `slam.corpora.prepare_corpus`."""
 
-from slam.corpora import prepare_corpus
 from slam.stages import run_stage
 
 if __name__ == "__main__":
-    run_stage(prepare_corpus)
+    run_stage("slam.corpora:prepare_corpus")  # imported inside, so Ctrl-C there is caught

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -39,9 +40,11 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
-def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -> Any:
+def run_stage(stage: Callable[[SlamConfig], Any] | str, params: str = "params.yaml") -> Any:
     """Load ``params``, run ``stage``; a user error prints one line naming it and exits 1,
-    Ctrl-C one line saying what a rerun keeps and exits 130 (the shell's code for SIGINT)."""
+    Ctrl-C one line saying what a rerun keeps and exits 130 (the shell's code for SIGINT).
+    ``stage`` may be ``"module:function"``, imported here: a Ctrl-C during the seconds torch
+    and transformers take to import is then caught too."""
     logging.basicConfig(
         level=os.environ.get("SLAM_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -52,12 +55,16 @@ def run_stage(stage: Callable[[SlamConfig], Any], params: str = "params.yaml") -
         errors = USER_ERRORS + (BadInputError,)
     except ImportError:  # pragma: no cover - corpora not importable
         errors = USER_ERRORS
+    name = stage.rpartition(":")[2] if isinstance(stage, str) else stage.__name__
     try:
+        if isinstance(stage, str):
+            module, _, function = stage.partition(":")
+            stage = getattr(importlib.import_module(module), function)
         return stage(load_config(params))
     except errors as exc:
-        print(f"error in stage {stage.__name__}: {one_line(exc)}", file=sys.stderr)
+        print(f"error in stage {name}: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        what = RESUMES.get(stage.__name__, "rerun to start it again")
-        print(f"interrupted; stage {stage.__name__}: {what}", file=sys.stderr)
+        what = RESUMES.get(name, "rerun to start it again")
+        print(f"interrupted; stage {name}: {what}", file=sys.stderr)
         raise SystemExit(130) from None

@@ -465,6 +465,18 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_130(tmp_path, capsys) -> None:
         assert capsys.readouterr().err == f"interrupted; stage {stage.__name__}: {what}\n"
 
 
+def test_ctrl_c_while_the_stage_module_imports_is_caught_too(tmp_path, capsys, monkeypatch) -> None:
+    params = _params_file(SlamConfig(), tmp_path / "params.yaml")
+    (tmp_path / "slow_stage.py").write_text("raise KeyboardInterrupt  # as if torch were importing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        run_stage("slow_stage:train", params)
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "interrupted; stage train: rerun to resume from the last checkpoint\n"
+    for script in Path(__file__).parents[1].glob("pipelines/*.py"):  # every stage imports inside
+        assert "run_stage(\"slam." in script.read_text(), script
+
+
 def test_a_real_sigint_ends_a_stage_process_with_130_and_no_traceback(tmp_path) -> None:
     _params_file(SlamConfig(), tmp_path / "params.yaml")
     script = ("import os, signal\nfrom slam.stages import run_stage\n\n"
