@@ -479,7 +479,10 @@ def test_ctrl_c_while_the_stage_module_imports_is_caught_too(tmp_path, capsys, m
 
 def test_a_real_sigint_ends_a_stage_process_with_130_and_no_traceback(tmp_path) -> None:
     _params_file(SlamConfig(), tmp_path / "params.yaml")
-    script = ("import os, signal\nfrom slam.stages import run_stage\n\n"
+    # a shell's background job (CI under nohup/&) starts with SIGINT ignored: restore Python's
+    # own handler, as an interactive run has it
+    script = ("import os, signal\nfrom slam.stages import run_stage\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n\n"
               "def decode(cfg):\n    os.kill(os.getpid(), signal.SIGINT)\n\nrun_stage(decode)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
