@@ -69,7 +69,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         elif self.encoder is None:
             feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
         else:
-            window = encoder_window(self.encoder)
+            window = self.encoder.window_seconds
             for c in cuts:  # the last guard: callers drop such cuts first (drop_too_long)
                 if problem := too_long(c, window):
                     raise BadInputError(problem)
@@ -89,15 +89,6 @@ class AudioTextDataset(torch.utils.data.Dataset):
         if self.instruction is not None:
             batch["instructions"] = [self.instruction(c, self.epoch, self.step) for c in cuts]
         return batch
-
-
-def encoder_window(encoder: AudioEncoder) -> float | None:
-    """Seconds of audio ``encoder`` hears whole at most, or ``None`` for any length.
-
-    Whisper takes 30 s, CLAP and AST their fixed windows; their feature extraction cuts longer
-    audio without a word: the audio must be checked before it gets there.
-    """
-    return encoder.window_seconds
 
 
 def too_long(cut: Any, window: float | None) -> str | None:

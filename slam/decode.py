@@ -38,7 +38,7 @@ from slam.captioning import (
     training_captions,
 )
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
-from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, encoder_window, load_cuts
+from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
 from slam.drcap import decoding_rows, zero_shot_on
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
@@ -199,7 +199,7 @@ def decode(cfg: SlamConfig) -> dict:
         sets = {name: load_cached_cuts(cfg, name) for name in cfg.decode.sets}
     else:
         model = build_speech_llm(cfg, with_encoder=True)
-        sets = within_window(cfg, cfg.decode.sets, encoder_window(model.encoder))
+        sets = within_window(cfg, cfg.decode.sets, model.encoder.window_seconds)
     load_assets(model, assets).to(device).eval()
     dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
     if biasing_on(cfg):  # every set once per biasing condition, each row with its own list

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from slam.config import SlamConfig, as_dict, code_loading_switches, to_config
 from slam.corpora.validate import short_error, validate_cuts
-from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, encoder_window
+from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long
 from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, build_speech_llm, load_assets
 from slam.projectors import save_projector
 from slam.utils import atomic_dir, atomic_write_text, setup_runtime
@@ -157,7 +157,7 @@ def transcribe(
 
     A cut longer than the encoder's window is an error naming its file and length, before any
     decoding; with ``skip_bad`` it is left out (logged) instead."""
-    cuts, _ = drop_too_long(cuts, encoder_window(model.encoder), skip_bad, "the inputs", hint="")
+    cuts, _ = drop_too_long(cuts, model.encoder.window_seconds, skip_bad, "the inputs", hint="")
     dataset = AudioTextDataset(model.tokenizer, model.encoder)
     rows = []
     for batch_cuts in tqdm(list(batches_of(cuts, batch_size)), desc="transcribe", unit="batch"):

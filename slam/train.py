@@ -40,7 +40,7 @@ from slam.captioning import CaptionSpace, caption_target, captioning_on, fit_con
 from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict
 from slam.ctc import fit_ctc
 from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset, batches_of, drop_too_long, encoder_window, load_cuts
+from slam.data import AudioTextDataset, batches_of, drop_too_long, load_cuts
 from slam.distributed import (
     barrier,
     is_main,
@@ -407,7 +407,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     else:
         train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
         model = build_speech_llm(cfg, with_encoder=True)
-        window = encoder_window(model.encoder)  # longer audio would be cut short in the step
+        window = model.encoder.window_seconds  # longer audio would be cut short in the step
         train_cuts, too_long_train = drop_too_long(train_cuts, window, cfg.corpus.skip_bad, "set train")
         dev_cuts, too_long_dev = drop_too_long(dev_cuts, window, cfg.corpus.skip_bad, "set dev")
         skipped_too_long = {k: n for k, n in (("train", too_long_train), ("dev", too_long_dev)) if n}

@@ -262,11 +262,11 @@ def test_fixed_window_encoders_declare_it_so_long_audio_is_named_not_cut(paths, 
     """Whisper, CLAP and AST cut audio past their window: each says how long it is, so the
     data side names (or skips) a longer clip; the others take any length."""
     from slam.corpora.validate import BadInputError
-    from slam.data import drop_too_long, encoder_window
+    from slam.data import drop_too_long
 
-    windows = {name: encoder_window(load(paths, name)) for name in ("whisper", "clap", "clap_frames", "ast")}
+    windows = {name: load(paths, name).window_seconds for name in ("whisper", "clap", "clap_frames", "ast")}
     assert windows == {"whisper": 30.0, "clap": 2.0, "clap_frames": 2.0, "ast": 3.0}
-    assert all(encoder_window(load(paths, name)) is None for name in ("hubert", "mert"))
+    assert all(load(paths, name).window_seconds is None for name in ("hubert", "mert"))
     sf.write(tmp_path / "long.wav", noise(3.0, 16000), 16000)
     long = Recording.from_file(tmp_path / "long.wav").to_cut()
     with pytest.raises(BadInputError, match="long.wav: cut .* is 3.0 s long"):
