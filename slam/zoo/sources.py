@@ -210,7 +210,9 @@ def download_npm(requirement: str, download_dir: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:  # into a private folder first: a killed download never looks like a cached tarball
-        cmd = [npm, "pack", f"{name}@{version}", "--ignore-scripts", "--pack-destination", str(partial)]
+        # npm runs inside the private folder, so the destination is "." (a relative download_dir
+        # would otherwise be resolved twice)
+        cmd = [npm, "pack", f"{name}@{version}", "--ignore-scripts", "--pack-destination", "."]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=partial)
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
