@@ -116,6 +116,13 @@ class ProjectorConfig:
     qformer_layers: int = 2  # Q-Former layers, each with self- and cross-attention
     qformer_heads: int = 12
     qformer_hidden: int = 768
+    # What the LLM reads of the projected audio (both need the CTC head, slam.model.llm_audio):
+    # posterior_inputs: at each position the CTC head's expected token embedding (its posterior
+    # over [token embeddings; blank] times that table; LegoSLM), which the LLM already knows how
+    # to read, instead of the projection itself. blank_skip: drop the positions whose blank
+    # probability is above this (1.0 keeps all), so the LLM reads about one position per token.
+    posterior_inputs: bool = False
+    blank_skip: float = 1.0
 
 
 @dataclass
@@ -440,7 +447,7 @@ RANGES: dict[type, dict[str, Range]] = {
     EncoderConfig: {"layer": Range(1, special=(-1,)), "context_seconds": NON_NEGATIVE},  # -1: the last
     ProjectorConfig: {
         "k": COUNT, "hidden": COUNT, "num_queries": COUNT, "window": COUNT, "qformer_layers": COUNT,
-        "qformer_heads": COUNT, "qformer_hidden": COUNT,
+        "qformer_heads": COUNT, "qformer_hidden": COUNT, "blank_skip": FRACTION,
     },
     PeftConfig: {"num_virtual_tokens": COUNT, "r": COUNT, "alpha": POSITIVE,
                  "dropout": Range(0, 1, high_open=True)},  # fmt: skip

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedTo
 
 from slam.augment import EncoderOutputMasking
 from slam.biasing import biasing_on, format_prompt
-from slam.config import RuntimeConfig, SlamConfig
+from slam.config import ConfigError, RuntimeConfig, SlamConfig
 from slam.ctc_prefix import CTCPrefixScorer
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
@@ -91,6 +91,9 @@ class SpeechLLM(nn.Module):
         # the training step adds the CTC loss (train.ctc_weight > 0); the warm-up alone does not
         # need it, and answers that are not transcripts (translations) have no CTC alignment
         self.ctc_in_step = True
+        # what the LLM reads of the projection (ProjectorConfig.posterior_inputs, blank_skip)
+        self.posterior_inputs = False
+        self.blank_skip = 1.0
 
     def enable_ctc(self) -> None:
         """Add the learned blank embedding the auxiliary CTC loss needs."""
@@ -107,6 +110,11 @@ class SpeechLLM(nn.Module):
         the LLM's token embeddings of the CTC classes, the blank last."""
         if self.ctc_blank is None:
             raise RuntimeError("this model has no CTC head (train.ctc_weight and ctc_warmup_steps are 0)")
+        return (audio.float() @ self.ctc_table().T).log_softmax(-1)
+
+    def ctc_table(self) -> torch.Tensor:
+        """``[classes + 1, dim]``: the LLM's (frozen) input embeddings of the CTC classes, as the
+        LLM sees them, then the learned blank."""
         embed = self.llm.get_input_embeddings()
         table = embed.weight.detach()
         if self.ctc_classes is not None:
@@ -114,8 +122,7 @@ class SpeechLLM(nn.Module):
         scale = getattr(embed, "embed_scale", None)
         if scale is not None:  # Gemma scales its embeddings inside the module: score what the LLM sees
             table = table * scale
-        classes = torch.cat([table, self.ctc_blank[None].to(table.dtype)])  # blank is the last class
-        return (audio.float() @ classes.float().T).log_softmax(-1)
+        return torch.cat([table, self.ctc_blank[None].to(table.dtype)]).float()  # blank is the last class
 
     def ctc_class_ids(self) -> torch.Tensor:
         """The LLM token id of each CTC class (blank excluded)."""
@@ -167,6 +174,35 @@ class SpeechLLM(nn.Module):
                 raise RuntimeError("raw features given but the model was built without its encoder")
             inputs, lengths = self.encoder(inputs, lengths)
         return self.projector(self.augment(inputs).to(self.projector_dtype), lengths)
+
+    def llm_audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the LLM reads of the projected ``audio`` (the CTC head always reads ``audio``).
+
+        By default the projection itself. With ``posterior_inputs`` each position becomes the
+        CTC head's expected embedding, ``softmax(audio @ table.T) @ table`` over [the LLM's token
+        embeddings; blank]: from the first joint step the LLM reads what lies near its own
+        token embeddings, a soft transcript it can mend (LegoSLM, Ma et al. 2025). With
+        ``blank_skip < 1`` the positions the CTC head calls blank with more than that
+        probability are dropped (each row keeps at least its least blank one), which shortens
+        the LLM's input to about one position per spoken token.
+        """
+        if not self.posterior_inputs and self.blank_skip >= 1.0:
+            return audio, lengths
+        log_probs = self.ctc_log_probs(audio)
+        if self.posterior_inputs:
+            audio = (log_probs.exp() @ self.ctc_table()).to(audio.dtype)
+        if self.blank_skip >= 1.0:
+            return audio, lengths
+        blank = log_probs[..., -1].exp()
+        valid = torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None]
+        keep = valid & (blank <= self.blank_skip)
+        least_blank = blank.masked_fill(~valid, 2.0).argmin(-1)
+        keep[torch.arange(len(keep), device=keep.device), least_blank] = True
+        new_lengths = keep.sum(-1)
+        packed = audio.new_zeros(audio.shape[0], int(new_lengths.max()), audio.shape[-1])
+        for i in range(audio.shape[0]):
+            packed[i, : new_lengths[i]] = audio[i][keep[i]]
+        return packed, new_lengths.to(lengths.dtype)
 
     def train(self, mode: bool = True) -> SpeechLLM:
         super().train(mode)
@@ -262,7 +298,7 @@ class SpeechLLM(nn.Module):
         """
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         prompts = self.row_prompts(instructions, audio.shape[0])
-        embeds, mask, labels = self.assemble(audio, audio_lengths, targets, prompts=prompts)
+        embeds, mask, labels = self.assemble(*self.llm_audio(audio, audio_lengths), targets, prompts=prompts)
         base = self.base_llm
         hidden = self.decoder_hidden(embeds, mask)
         # Logits only where a label exists: the vocabulary projection over every prompt and
@@ -323,7 +359,7 @@ class SpeechLLM(nn.Module):
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
             ))  # fmt: skip
         prompts = self.row_prompts(instructions, audio.shape[0])
-        embeds, mask, _ = self.assemble(audio, audio_lengths, left_pad=True, prompts=prompts)
+        embeds, mask, _ = self.assemble(*self.llm_audio(audio, audio_lengths), left_pad=True, prompts=prompts)
         llm, extra = self.llm, {}
         if n := self.prefix_length:
             # peft's own generate cannot take inputs_embeds with prompt learning: hand the base
@@ -386,6 +422,10 @@ def build_speech_llm(
     if cfg.train.ctc_weight > 0 or cfg.train.ctc_warmup_steps > 0:
         model.enable_ctc()
         model.ctc_in_step = cfg.train.ctc_weight > 0
+    model.posterior_inputs, model.blank_skip = cfg.projector.posterior_inputs, cfg.projector.blank_skip
+    if (model.posterior_inputs or model.blank_skip < 1.0) and model.ctc_blank is None:
+        raise ConfigError("projector.posterior_inputs and projector.blank_skip read the CTC head: "
+                          "set train.ctc_weight or train.ctc_warmup_steps above 0")
     return model
 
 

@@ -177,3 +177,68 @@ def test_window_qformer_is_the_qformer_on_each_window():
         y, _ = windowed(x, torch.tensor([10]))
         parts = [whole(x[:, s : s + 4], torch.tensor([min(4, 10 - s)]))[0] for s in range(0, 10, 4)]
     torch.testing.assert_close(y, torch.cat(parts, dim=1), atol=1e-5, rtol=1e-5)
+
+
+# -- what the LLM reads of the projection (projector.posterior_inputs, projector.blank_skip) ------
+def _model_with_head(cfg, blank_and_rest: torch.Tensor | None = None):
+    """The tiny model with a CTC head over three token classes; ``blank_and_rest`` ([..., 4]:
+    classes 0-2, then blank) fixes the head's reading."""
+    from slam.model import build_speech_llm
+
+    cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(cfg, encoder_dim=32).eval()
+    model.restrict_ctc(model.tokenizer("the quick fox", add_special_tokens=False).input_ids[:3])
+    assert len(model.ctc_class_ids()) == 3
+    if blank_and_rest is not None:
+        model.ctc_log_probs = lambda audio: (blank_and_rest + 1e-12).log()
+    return model
+
+
+def test_posterior_inputs_are_the_heads_expected_token_embeddings(tiny_cfg) -> None:
+    tiny_cfg.projector.posterior_inputs = True
+    probs = torch.tensor([[[0.7, 0.2, 0.05, 0.05], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]])
+    model = _model_with_head(tiny_cfg, probs)
+    table = model.ctc_table()
+    audio = torch.randn(1, 3, table.shape[1])
+    embeds, lengths = model.llm_audio(audio, torch.tensor([3]))
+    assert lengths.tolist() == [3]
+    torch.testing.assert_close(embeds, probs @ table, atol=1e-5, rtol=1e-5)
+    # a position read as a token with certainty is that token's own embedding, as the LLM knows it
+    token = model.ctc_class_ids()[2]
+    torch.testing.assert_close(embeds[0, 2], model.llm.get_input_embeddings()(token[None])[0].detach())
+    torch.testing.assert_close(embeds[0, 1], model.ctc_blank.detach())
+
+
+def test_blank_skip_keeps_the_positions_the_head_does_not_call_blank(tiny_cfg) -> None:
+    tiny_cfg.projector.blank_skip = 0.5
+    blank = torch.tensor([[0.9, 0.1, 0.95, 0.2, 0.0], [0.99, 0.6, 0.7, 0.0, 0.0]])  # row 1: 3 frames
+    probs = torch.stack([(1 - blank) / 3] * 3 + [blank], dim=-1)
+    model = _model_with_head(tiny_cfg, probs)
+    audio = torch.arange(2 * 5, dtype=torch.float)[:, None].expand(-1, 4).reshape(2, 5, 4)
+    kept, lengths = model.llm_audio(audio, torch.tensor([4, 3]))
+    assert lengths.tolist() == [2, 1]
+    torch.testing.assert_close(kept[0], audio[0, [1, 3]])  # frame 4 is padding: never kept
+    torch.testing.assert_close(kept[1, :1], audio[1, [1]])  # all blank: the least blank frame stays
+
+
+def test_posterior_inputs_train_the_projector_through_the_llm_loss(tiny_cfg) -> None:
+    tiny_cfg.projector.posterior_inputs, tiny_cfg.projector.blank_skip = True, 0.9
+    model = _model_with_head(tiny_cfg).train()
+    model.ctc_in_step = False  # only the LLM's loss: its gradient must reach the projector
+    targets = [model.tokenizer("the quick fox", add_special_tokens=False).input_ids] * 2
+    out = model(torch.randn(2, 20, 32), torch.tensor([20, 12]), targets)
+    out["loss"].backward()
+    grads = [p.grad for p in model.projector.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_posterior_inputs_need_the_ctc_head(tiny_cfg) -> None:
+    from slam.config import ConfigError
+    from slam.model import build_speech_llm
+
+    tiny_cfg.projector.posterior_inputs = True
+    tiny_cfg.train.ctc_weight, tiny_cfg.train.ctc_warmup_steps = 0.0, 0
+    with pytest.raises(ConfigError, match="projector.posterior_inputs"):
+        build_speech_llm(tiny_cfg, encoder_dim=32)
+    with pytest.raises(ValueError, match="projector.blank_skip"):
+        to_config({"projector": {"blank_skip": 1.5}})
