@@ -60,7 +60,7 @@ def run_stage(stage: Callable[[SlamConfig], Any] | str, params: str = "params.ya
         if isinstance(stage, str):
             module, _, function = stage.partition(":")
             stage = getattr(importlib.import_module(module), function)
-        return stage(load_config(params))
+        result = stage(load_config(params))
     except errors as exc:
         print(f"error in stage {name}: {one_line(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -68,3 +68,8 @@ def run_stage(stage: Callable[[SlamConfig], Any] | str, params: str = "params.ya
         what = RESUMES.get(name, "rerun to start it again")
         print(f"interrupted; stage {name}: {what}", file=sys.stderr)
         raise SystemExit(130) from None
+    if "torch.distributed" in sys.modules:  # imported here, not before: stages start light
+        from slam.distributed import exit_after_stage
+
+        exit_after_stage()  # under torchrun the rank ends here (see there); one process goes on
+    return result
