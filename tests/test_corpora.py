@@ -361,3 +361,32 @@ def test_held_out_voices_never_speak_a_training_sentence():
         plan_renderings(sentences, engines, seed=0, held_out=["c:x"])
     with pytest.raises(ConfigError, match="every installed voice"):
         plan_renderings(sentences, engines, seed=0, held_out=["a", "b"])
+
+
+def test_stage_outputs_are_the_same_bytes_when_rebuilt(tiny_cfg, monkeypatch) -> None:
+    """A rerun on the same inputs writes the same files (so DVC sees no new outputs): manifests
+    without gzip's write time; the cache's HDF5 (h5py stores no time stamps of its own here)."""
+    import time
+
+    from slam.cache import build_cache
+    from slam.corpora import write_manifest
+
+    cuts = CutSet.from_file(Path(tiny_cfg.corpus.dir) / "train.jsonl.gz")
+    first, second = Path(tiny_cfg.corpus.dir) / "a.jsonl.gz", Path(tiny_cfg.corpus.dir) / "b.jsonl.gz"
+    write_manifest(cuts, first)
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 3600)  # gzip would stamp this hour later
+    write_manifest(cuts, second)
+    monkeypatch.undo()
+    assert first.read_bytes() == second.read_bytes()
+    assert [c.id for c in CutSet.from_file(second)] == [c.id for c in cuts]
+
+    cache = Path(tiny_cfg.cache.dir)
+    build_cache(tiny_cfg)
+    before = {p.name: p.read_bytes() for p in sorted(cache.iterdir()) if p.is_file()}
+    shutil.rmtree(cache)
+    time.sleep(1.1)  # a time stamp anywhere in the files would now differ
+    build_cache(tiny_cfg)
+    after = {p.name: p.read_bytes() for p in sorted(cache.iterdir()) if p.is_file()}
+    assert any(name.endswith(".h5") for name in before)
+    assert {n for n in before if before[n] != after.get(n)} == set()

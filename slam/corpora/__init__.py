@@ -9,10 +9,11 @@
 * ``<name>.jsonl.gz`` for every real set in ``corpus.real_sets`` (``CORPORA`` builders, e.g.
   ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
   ``dev`` or ``test`` replaces that synthetic set);
-* ``stats.json``: per set cuts, hours, distinct sentences and speakers, skipped counts; and
-  the synthesis throughput. The same counts go to an MLflow run of their own (system
-  ``prepare``, metrics ``<set>.cuts``, ``<set>.skipped``, ``<set>.skipped.<reason>``, ...),
-  whose id ``stats.json`` records.
+* ``stats.json``: per set cuts, hours, distinct sentences and speakers, skipped counts. The
+  same counts and the synthesis throughput go to an MLflow run of their own (system
+  ``prepare``, metrics ``<set>.cuts``, ``<set>.skipped``, ``<set>.skipped.<reason>``,
+  ``synthesis.wall_seconds``, ...). Every file here is the same, byte for byte, when the
+  stage reruns on the same inputs.
 
 Every cut is at ``corpus.sample_rate`` (other rates are resampled lazily by Lhotse on load),
 mono or downmixed to mono on load, and has one supervision with ``text`` and ``speaker``.
@@ -20,10 +21,12 @@ mono or downmixed to mono on load, and has one supervision with ``text`` and ``s
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +49,28 @@ from slam.corpora.validate import BadInputError, validate_cuts
 from slam.tracking import start_run
 
 log = logging.getLogger(__name__)
+# the synthesis summary's facts of this run, not of the corpus (MLflow only, see prepare_corpus)
+RUN_FACTS = ("wall_seconds", "utterances_per_second", "realtime_factor", "workers")
 SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 __all__ = ["CORPORA", "BadInputError", "CorpusBuild", "cut_stats", "prepare_corpus", "write_manifest"]
 
 
 def write_manifest(cuts: CutSet, path: Path) -> None:
-    """Write ``cuts`` atomically: a reader never sees a half-written manifest."""
-    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp{os.getpid()}.jsonl.gz")
+    """Write ``cuts`` atomically (a reader never sees a half-written manifest) and byte for
+    byte the same for the same cuts: Lhotse writes the JSON lines, the gzip layer here has no
+    time stamp (``gzip.open``, which Lhotse's ``to_file`` uses, stores the write time, so every
+    rerun of a stage changed its DVC digest and everything downstream looked changed)."""
+    stem = f".{path.name.split('.')[0]}.tmp{os.getpid()}"
+    plain, tmp = path.with_name(f"{stem}.jsonl"), path.with_name(f"{stem}.jsonl.gz")
     try:
-        cuts.to_file(tmp)
+        cuts.to_jsonl(plain)
+        with plain.open("rb") as src, tmp.open("wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                shutil.copyfileobj(src, packed)
         os.replace(tmp, path)
     finally:
+        plain.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
 
 
@@ -127,10 +140,13 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
             "%s: %d cuts, %.2f h, %d sentences, %d speakers, skipped %s",
             name, s["cuts"], s["hours"], s["sentences"], s["speakers"], s.get("skipped") or "none",
         )  # fmt: skip
-    with start_run(cfg, "prepare") as run:
-        stats["mlflow_run_id"] = run.info.run_id
-        mlflow.log_metrics(prepare_metrics(stats))
+    # stats.json says what the corpus is, the same on every rerun; how fast this run made it
+    # goes to its MLflow run only (a time in the corpus dir would change its DVC digest)
+    run_facts = {k: stats.get("synthesis", {}).pop(k) for k in RUN_FACTS if k in stats.get("synthesis", {})}
+    with start_run(cfg, "prepare"):
+        mlflow.log_metrics({**prepare_metrics(stats), **{f"synthesis.{k}": v for k, v in run_facts.items()}})
         mlflow.log_dict(stats, "stats.json")
+    log.info("synthesis: %s", run_facts or "nothing synthesised")
     _write_json(stats, out / "stats.json")
     return sets
 
