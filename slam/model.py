@@ -130,8 +130,12 @@ class SpeechLLM(nn.Module):
             return self.ctc_classes
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
 
-    def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """CTC of the projected audio against the answer tokens, over [token embeddings; blank]."""
+    def ctc_loss(
+        self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
+        log_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """CTC of the projected audio against the answer tokens, over [token embeddings; blank]
+        (``log_probs``: :meth:`ctc_log_probs` of ``audio`` when the caller has them already)."""
         flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
         if self.ctc_classes is not None:
             position = torch.searchsorted(self.ctc_classes, flat)
@@ -139,7 +143,7 @@ class SpeechLLM(nn.Module):
             if not bool((self.ctc_classes[position[known]] == flat[known]).all() and known.all()):
                 raise ValueError("a CTC target token is outside the classes given to enable_ctc")
             flat = position
-        log_probs = self.ctc_log_probs(audio)
+        log_probs = self.ctc_log_probs(audio) if log_probs is None else log_probs
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return nn.functional.ctc_loss(
             log_probs.transpose(0, 1), flat.to(audio.device), lengths.cpu(), target_lengths,
@@ -175,8 +179,16 @@ class SpeechLLM(nn.Module):
             inputs, lengths = self.encoder(inputs, lengths)
         return self.projector(self.augment(inputs).to(self.projector_dtype), lengths)
 
-    def llm_audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the LLM reads of the projected ``audio`` (the CTC head always reads ``audio``).
+    @property
+    def reads_ctc_head(self) -> bool:
+        """Whether what the LLM reads depends on the CTC head (see :meth:`llm_audio`)."""
+        return self.posterior_inputs or self.blank_skip < 1.0
+
+    def llm_audio(
+        self, audio: torch.Tensor, lengths: torch.Tensor, log_probs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the LLM reads of the projected ``audio`` (the CTC head always reads ``audio``;
+        ``log_probs``: its reading, when the caller has it already).
 
         By default the projection itself. With ``posterior_inputs`` each position becomes the
         CTC head's expected embedding, ``softmax(audio @ table.T) @ table`` over [the LLM's token
@@ -186,9 +198,9 @@ class SpeechLLM(nn.Module):
         probability are dropped (each row keeps at least its least blank one), which shortens
         the LLM's input to about one position per spoken token.
         """
-        if not self.posterior_inputs and self.blank_skip >= 1.0:
+        if not self.reads_ctc_head:
             return audio, lengths
-        log_probs = self.ctc_log_probs(audio)
+        log_probs = self.ctc_log_probs(audio) if log_probs is None else log_probs
         if self.posterior_inputs:
             audio = (log_probs.exp() @ self.ctc_table()).to(audio.dtype)
         if self.blank_skip >= 1.0:
@@ -198,11 +210,8 @@ class SpeechLLM(nn.Module):
         keep = valid & (blank <= self.blank_skip)
         least_blank = blank.masked_fill(~valid, 2.0).argmin(-1)
         keep[torch.arange(len(keep), device=keep.device), least_blank] = True
-        new_lengths = keep.sum(-1)
-        packed = audio.new_zeros(audio.shape[0], int(new_lengths.max()), audio.shape[-1])
-        for i in range(audio.shape[0]):
-            packed[i, : new_lengths[i]] = audio[i][keep[i]]
-        return packed, new_lengths.to(lengths.dtype)
+        packed = nn.utils.rnn.pad_sequence([row[kept] for row, kept in zip(audio, keep)], batch_first=True)
+        return packed, keep.sum(-1).to(lengths.dtype)
 
     def train(self, mode: bool = True) -> SpeechLLM:
         super().train(mode)
@@ -297,8 +306,12 @@ class SpeechLLM(nn.Module):
         ``instructions`` (one per row) replace the fixed instruction in the prompt template.
         """
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
+        ctc_in_step = self.ctc_blank is not None and self.training and self.ctc_in_step
+        # the CTC head's reading, once, when both the loss and the LLM's input need it
+        log_probs = self.ctc_log_probs(audio) if ctc_in_step and self.reads_ctc_head else None
         prompts = self.row_prompts(instructions, audio.shape[0])
-        embeds, mask, labels = self.assemble(*self.llm_audio(audio, audio_lengths), targets, prompts=prompts)
+        llm_audio = self.llm_audio(audio, audio_lengths, log_probs)
+        embeds, mask, labels = self.assemble(*llm_audio, targets, prompts=prompts)
         base = self.base_llm
         hidden = self.decoder_hidden(embeds, mask)
         # Logits only where a label exists: the vocabulary projection over every prompt and
@@ -313,8 +326,8 @@ class SpeechLLM(nn.Module):
         loss = nn.functional.cross_entropy(logits, gold)
         correct = (logits.argmax(-1) == gold).sum()
         out = {"loss": loss, "correct": correct, "tokens": keep.sum()}
-        if self.ctc_blank is not None and self.training and self.ctc_in_step:
-            out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, targets)
+        if ctc_in_step:
+            out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, targets, log_probs)
         return out
 
     # -- inference ------------------------------------------------------------------------
@@ -352,14 +365,15 @@ class SpeechLLM(nn.Module):
         LLM's (joint CTC/LLM decoding, :mod:`slam.ctc_prefix`)."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         processors = LogitsProcessorList()
+        log_probs = self.ctc_log_probs(audio) if ctc_weight > 0 or self.reads_ctc_head else None
         if ctc_weight > 0:
-            log_probs = self.ctc_log_probs(audio).cpu()
             processors.append(CTCPrefixScorer(
-                log_probs, audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
+                log_probs.cpu(), audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
             ))  # fmt: skip
         prompts = self.row_prompts(instructions, audio.shape[0])
-        embeds, mask, _ = self.assemble(*self.llm_audio(audio, audio_lengths), left_pad=True, prompts=prompts)
+        llm_audio = self.llm_audio(audio, audio_lengths, log_probs)
+        embeds, mask, _ = self.assemble(*llm_audio, left_pad=True, prompts=prompts)
         llm, extra = self.llm, {}
         if n := self.prefix_length:
             # peft's own generate cannot take inputs_embeds with prompt learning: hand the base
@@ -423,7 +437,7 @@ def build_speech_llm(
         model.enable_ctc()
         model.ctc_in_step = cfg.train.ctc_weight > 0
     model.posterior_inputs, model.blank_skip = cfg.projector.posterior_inputs, cfg.projector.blank_skip
-    if (model.posterior_inputs or model.blank_skip < 1.0) and model.ctc_blank is None:
+    if model.reads_ctc_head and model.ctc_blank is None:
         raise ConfigError("projector.posterior_inputs and projector.blank_skip read the CTC head: "
                           "set train.ctc_weight or train.ctc_warmup_steps above 0")
     return model

@@ -142,7 +142,8 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
         )  # fmt: skip
     # stats.json says what the corpus is, the same on every rerun; how fast this run made it
     # goes to its MLflow run only (a time in the corpus dir would change its DVC digest)
-    run_facts = {k: stats.get("synthesis", {}).pop(k) for k in RUN_FACTS if k in stats.get("synthesis", {})}
+    synthesis = stats.get("synthesis", {})
+    run_facts = {k: synthesis.pop(k) for k in RUN_FACTS if k in synthesis}
     with start_run(cfg, "prepare"):
         mlflow.log_metrics({**prepare_metrics(stats), **{f"synthesis.{k}": v for k, v in run_facts.items()}})
         mlflow.log_dict(stats, "stats.json")
