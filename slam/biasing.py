@@ -14,7 +14,6 @@ import dataclasses
 import gzip
 import json
 import logging
-import os
 import random
 import re
 from collections import Counter
@@ -31,11 +30,10 @@ from slam.config import BiasConfig, ConfigError, SlamConfig
 from slam.ctc_filter import ctc_filter, ctc_transcripts, load_ctc_head
 from slam.data import AudioTextDataset, cut_text, load_cuts
 from slam.distributed import is_main
-from slam.utils import atomic_write_json
+from slam.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-BIAS_RECIPE = "asr_bias"
 LISTS_DIR = "lists"  # under decode.dir: every utterance's lists and CTC transcript, per set
 CONDITIONS_FILE = "conditions.json"  # under decode.dir: the conditions decoded, per set
 KEYWORDS = "slam_keywords"  # cut custom field: the list a decode condition puts in the prompt
@@ -49,10 +47,6 @@ CTC_HEAD_KEYS = ("ctc_hidden", "ctc_steps", "ctc_lr", "ctc_max_duration")
 
 # a word: letters or digits, with inner apostrophes ("don't"); case is folded
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
-
-def biasing_on(cfg: SlamConfig) -> bool:
-    return cfg.recipe == BIAS_RECIPE
 
 
 def words_of(text: str) -> list[str]:
@@ -221,11 +215,8 @@ def lists_path(decode_dir: str | Path, set_name: str) -> Path:
 
 
 def write_lists(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
 
 
 def read_lists(decode_dir: str | Path, set_name: str) -> dict[str, dict[str, Any]]:

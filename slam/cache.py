@@ -36,7 +36,7 @@ from slam.data import ENCODER_OUT, load_cuts, manifest_path
 from slam.encoders import AudioEncoder, build_encoder
 from slam.encoders.base import pad_features
 from slam.tuning import encoder_trains
-from slam.utils import atomic_write_json, setup_runtime
+from slam.utils import atomic_path, atomic_write_json, setup_runtime
 
 log = logging.getLogger(__name__)
 INFO = "info.json"
@@ -77,8 +77,8 @@ def encode_set(
     ``problems["truncated"]``: its transcript then runs past what the model hears.
     """
     out = []
-    tmp = storage.with_name(f".tmp-{storage.name}")  # the writer keeps the .h5 suffix
-    with NumpyHdf5Writer(tmp, mode="w") as writer:
+    # the temp name ends in .h5 as the writer wants; the file replaces ``storage`` when all is written
+    with atomic_path(storage, ".h5") as tmp, NumpyHdf5Writer(tmp, mode="w") as writer:
         for cut in tqdm(cuts, desc=desc, unit="cut"):
             try:
                 inputs = encoder.load_input(cut)
@@ -106,7 +106,6 @@ def encode_set(
             )
             manifest.array.storage_path = storage.name  # relative to the cache dir, see below
             out.append(cut.with_custom(ENCODER_OUT, manifest))
-    tmp.replace(storage)
     # Lhotse keeps HDF5 files open by path: a handle on the file just replaced would go on
     # reading the old one in this process.
     close_cached_file_handles()

@@ -31,20 +31,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from slam.config import CaptionConfig, SlamConfig
+from slam.config import CaptionConfig
 from slam.data import ENCODER_OUT, cut_text
 from slam.sentence import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
-CAPTION_RECIPE = "aac"
 CONTRAST_WEIGHTS = "contrastive.safetensors"  # in the trained assets dir, beside the projector
 CONTRAST_CONFIG = "contrastive.json"
 REFINE, RETRIEVAL, MOST_FREQUENT = "refine", "retrieval", "most_frequent"  # hypothesis labels
-
-
-def captioning_on(cfg: SlamConfig) -> bool:
-    return cfg.recipe == CAPTION_RECIPE
 
 
 def captions_of(cut: Any) -> list[str]:

@@ -383,11 +383,6 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names it."""
 
 
-# The recipes the stages know (``slam.biasing``, ``slam.captioning``, ``slam.translation``
-# switch on their names); any other name would silently run plain ASR.
-RECIPES = {"asr": "LLM-based ASR", "asr_bias": "contextual biasing", "aac": "audio captioning",
-           "st": "speech translation"}  # fmt: skip
-
 # Settings that make a library import and run Python shipped with a model. A user turns one
 # on in their own params; a config stored with a model (slam.json, an MLflow run) may not.
 CODE_LOADING_KEYS = ("encoder.trust_remote_code", "llm.trust_remote_code")
@@ -501,9 +496,11 @@ def _out_of_range(section: Any, prefix: str = "") -> str | None:
 
 def check_values(cfg: SlamConfig) -> None:
     """What the schema's types cannot say: numeric ranges and the recipe's name."""
-    if cfg.recipe not in RECIPES:
+    from slam.recipes import recipe_names  # here: the recipes import the stages, which import this
+
+    if cfg.recipe not in recipe_names():
         raise ConfigError(f"bad config: recipe: unknown recipe {cfg.recipe!r} "
-                          f"(known recipes: {', '.join(sorted(RECIPES))})")  # fmt: skip
+                          f"(known recipes: {', '.join(recipe_names())})")  # fmt: skip
     found = _out_of_range(cfg)
     if found:
         raise ConfigError(f"bad config: {found}")

@@ -26,25 +26,14 @@ from lhotse import CutSet
 from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from slam.biasing import biasing_on, decode_instruction, prepare_decoding
-from slam.cache import cache_dim, cache_key, load_cached_cuts
-from slam.captioning import (
-    MOST_FREQUENT,
-    REFINE,
-    RETRIEVAL,
-    captioning_on,
-    load_caption_space,
-    most_frequent_caption,
-    training_captions,
-)
+from slam.cache import cache_key, load_cached_cuts
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
 from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
-from slam.drcap import decoding_rows, zero_shot_on
 from slam.model import ASSETS_INFO, build_speech_llm, load_assets
+from slam.recipes import recipe_of
 from slam.tracking import start_run
 from slam.train import MODEL
-from slam.translation import CASCADE, MMT_GOLD, split_output, tag, task_instruction, translation_on
 from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -187,28 +176,23 @@ def decode_and_record(
 def decode(cfg: SlamConfig) -> dict:
     """The decode stage: zoo models + trained assets -> hypotheses for each test set."""
     device = setup_runtime(cfg.runtime)
-    if cfg.decode.ctc_weight > 0 and not wer_recipe(cfg):
+    recipe = recipe_of(cfg)
+    if cfg.decode.ctc_weight > 0 and not recipe.joint_ctc_decoding:
         raise ConfigError(f"decode.ctc_weight={cfg.decode.ctc_weight}: joint CTC/LLM decoding holds answers "
                           f"to a transcript, recipe {cfg.recipe!r} writes other answers; "
-                          "set decode.ctc_weight=0")
+                          "set decode.ctc_weight=0")  # fmt: skip
     assets = Path(cfg.train.dir) / MODEL
     info = json.loads((assets / ASSETS_INFO).read_text())
     use_cache = info["use_cache"]
-    if use_cache:  # zero-shot captioning: one vector of the joint audio-text space per clip
-        model = build_speech_llm(cfg, encoder_dim=cfg.caption.dim if zero_shot_on(cfg) else cache_dim(cfg))
+    if use_cache:
+        model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
         sets = {name: load_cached_cuts(cfg, name) for name in cfg.decode.sets}
     else:
         model = build_speech_llm(cfg, with_encoder=True)
         sets = within_window(cfg, cfg.decode.sets, model.encoder.window_seconds)
     load_assets(model, assets).to(device).eval()
     dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder)
-    if biasing_on(cfg):  # every set once per biasing condition, each row with its own list
-        manifests = cfg.cache.dir if use_cache else cfg.corpus.dir
-        sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests)
-        dataset.instruction = decode_instruction(cfg.bias)
-    if zero_shot_on(cfg):  # DRCap: projected audio vectors in, the nearest captions in the prompt
-        rows = decoding_rows(cfg, sets, assets)
-        dataset.features, dataset.instruction = rows.features, rows.instruction
+    sets = recipe.prepare_decoding(cfg, sets, dataset, assets, device, use_cache)
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
@@ -223,17 +207,11 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
-        *([cfg.recipe, as_dict(cfg)["bias"]] if biasing_on(cfg) else []),  # the lists shape the prompts
-        *([cfg.recipe, cfg.corpus.language, cfg.corpus.translation_language] if translation_on(cfg) else []),
-        *([as_dict(cfg)["caption"]] if zero_shot_on(cfg) else []),
+        *recipe.decode_key(cfg),  # e.g. the biasing lists shape the prompts
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)
-    if wer_recipe(cfg) and cfg.decode.ctc_greedy and model.ctc_blank is not None and is_main():
-        ctc_readings(cfg, sets, dataset, model)
-    if captioning_on(cfg) and is_main():
-        caption_systems(cfg, sets, assets)
-    if translation_on(cfg) and is_main():
-        translation_systems(cfg, sets, dataset, transcribe)
+    if is_main():  # more systems from the same model: CTC readings, CLAP-Refine, the cascade
+        recipe.after_decoding(cfg, sets, dataset, model, transcribe, assets)
     return timing
 
 
@@ -243,12 +221,6 @@ def within_window(cfg: SlamConfig, names: list[str], window: float | None) -> di
     then counts it as missing)."""
     return {name: drop_too_long(load_cuts(cfg.corpus.dir, name), window, cfg.corpus.skip_bad,
                                 f"set {name}")[0] for name in names}  # fmt: skip
-
-
-def wer_recipe(cfg: SlamConfig) -> bool:
-    """Plain ASR recipes: the answer is the transcript (what the CTC head reads) and every set
-    is decoded once (a biasing recipe decodes each set once per list)."""
-    return not (captioning_on(cfg) or translation_on(cfg) or zero_shot_on(cfg) or biasing_on(cfg))
 
 
 def ctc_readings(cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset, model) -> None:
@@ -266,96 +238,15 @@ def ctc_readings(cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDat
         log.info("%s: the CTC head's own reading written", name)
 
 
-def caption_systems(cfg: SlamConfig, sets: dict[str, CutSet], assets: Path) -> None:
-    """Recipe aac, after the beams: ``<set>.refine.jsonl`` (CLAP-Refine: of the hypotheses of
-    ``caption.refine_beams``, the one nearest the audio under the contrastive model) and
-    ``<set>.retrieval.jsonl`` (the baseline: the training caption nearest the audio)."""
-    beams = list(cfg.caption.refine_beams)
-    if not beams or set(beams) - set(cfg.decode.num_beams):
-        raise ConfigError(f"caption.refine_beams {beams} must be a non-empty subset of decode.num_beams "
-                          f"{list(cfg.decode.num_beams)}")  # fmt: skip
-    space = load_caption_space(assets, cfg.caption)
-    bank = training_captions(load_cuts(cfg.corpus.dir, "train"))
-    bank_vectors = space.text(bank)  # once for every set: ~1 min for 11k captions on a CPU
-    out = Path(cfg.decode.dir)
-    for name, cuts in sets.items():
-        by_beam = [{r["id"]: r["hyp"] for r in read_hyps(out / f"{name}.beam{b}.jsonl")} for b in beams]
-        refined = space.refine(cuts, [[hyps[c.id] for hyps in by_beam] for c in cuts])
-        retrieved = space.nearest(cuts, bank, bank_vectors)
-        for label, hyps in ((REFINE, refined), (RETRIEVAL, retrieved)):
-            write_hyps(out / f"{name}.{label}.jsonl",
-                       [{"id": c.id, "ref": cut_text(c), "hyp": h} for c, h in zip(cuts, hyps)])
-        log.info("%s: CLAP-Refine over beams %s and the retrieval baseline written", name, beams)
-
-
-def translation_systems(
-    cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset,
-    transcribe: Callable[[CutSet, int], list[str]],
-) -> None:  # fmt: skip
-    """Recipe st, after the SRT beams (greedy, on rank 0): ``<set>.cascade.jsonl`` (ASR, then
-    MMT on the model's own transcript; written as ``transcript <|xx|>translation`` like SRT)
-    and ``<set>.mmt_gold.jsonl`` (MMT on the reference transcript: the translation step alone)."""
-    out, target = Path(cfg.decode.dir), cfg.corpus.translation_language
-
-    def run(cuts: CutSet, task: str, transcripts: dict[str, str] | None = None) -> dict[str, str]:
-        dataset.instruction = task_instruction(task, cfg, transcripts)
-        hyps = {}
-        for batch in tqdm(list(batches_of(cuts, cfg.decode.batch_size)), desc=f"{task}"):
-            hyps.update(zip([c.id for c in batch], transcribe(batch, 1)))
-        return hyps
-
-    for name, cuts in sets.items():
-        transcripts = run(cuts, "asr")
-        cascade = run(cuts, "mmt", transcripts)
-        gold = run(cuts, "mmt")
-        write_hyps(out / f"{name}.{CASCADE}.jsonl",
-                   [{"id": c.id, "ref": cut_text(c),
-                     "hyp": f"{transcripts[c.id]} {tag(target)}{split_output(cascade[c.id], target)[1]}"}
-                    for c in cuts])  # fmt: skip
-        write_hyps(out / f"{name}.{MMT_GOLD}.jsonl",
-                   [{"id": c.id, "ref": cut_text(c), "hyp": split_output(gold[c.id], target)[1]}
-                    for c in cuts])  # fmt: skip
-        log.info("%s: cascade (ASR then MMT) and MMT on the reference transcript written", name)
-    dataset.instruction = None
-
-
 def decode_baseline(cfg: SlamConfig) -> dict:
-    """The baseline stage: the most frequent training caption for recipe aac (the retrieval
-    baseline comes with the decode stage, as it needs the trained contrastive model), else
-    Whisper's own decoder, and with ``baseline.finetune_minutes`` > 0 (ASR recipes) that decoder
-    fine-tuned on the training set (slam.whisper_finetune)."""
+    """The baseline stage: the recipe's simplest system (Whisper's own decoder for speech
+    recipes, the most frequent training caption for captioning)."""
     # here: slam.whisper_finetune imports this module
-    from slam.whisper_finetune import FINETUNED, check_finetunable, clear_finetuned, finetune_whisper
+    from slam.whisper_finetune import check_finetunable
 
     if cfg.baseline.finetune_minutes > 0:
         check_finetunable(cfg)  # before minutes of decoding, not after
-    if captioning_on(cfg):
-        return most_frequent_baseline(cfg)
-    timing = decode_whisper(cfg)
-    if not is_main():
-        return timing
-    if cfg.baseline.finetune_minutes > 0:
-        return {**timing, FINETUNED: finetune_whisper(cfg)}
-    clear_finetuned(Path(cfg.baseline.dir))  # an earlier run's, when fine-tuning was on
-    return timing
-
-
-def most_frequent_baseline(cfg: SlamConfig) -> dict:
-    """``<set>.most_frequent.jsonl``: every clip gets the most frequent training caption."""
-    caption = most_frequent_caption(load_cuts(cfg.corpus.dir, "train"))
-    out = Path(cfg.baseline.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    with start_run(cfg, "baseline") as run:
-        mlflow.log_param("caption", caption)
-        for name in cfg.baseline.sets:
-            cuts = load_cuts(cfg.corpus.dir, name)
-            write_hyps(out / f"{name}.{MOST_FREQUENT}.jsonl",
-                       [{"id": c.id, "ref": cut_text(c), "hyp": caption} for c in cuts])
-            counts[name] = len(cuts)
-        atomic_write_json(out / RUN_FILE, {"mlflow_run_id": run.info.run_id})
-    log.info("most frequent training caption %r for %s", caption, counts)
-    return {"caption": caption, "sets": counts}
+    return recipe_of(cfg).baseline(cfg)
 
 
 def decode_whisper(cfg: SlamConfig) -> dict:
@@ -366,7 +257,7 @@ def decode_whisper(cfg: SlamConfig) -> dict:
     sample_rate = processor.feature_extractor.sampling_rate
     multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
     # recipe st: Whisper's own speech translation into English (the only target it knows)
-    task = "translate" if translation_on(cfg) else "transcribe"
+    task = recipe_of(cfg).whisper_task
     if task == "translate" and (not multilingual or cfg.corpus.translation_language != "en"):
         raise ConfigError(f"recipe st's Whisper baseline translates into English with a multilingual "
                           f"Whisper; encoder.path {cfg.encoder.path} / corpus.translation_language "

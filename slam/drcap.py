@@ -26,10 +26,6 @@ from slam.config import CaptionConfig, SlamConfig
 from slam.data import load_cuts
 
 
-def zero_shot_on(cfg: SlamConfig) -> bool:
-    return cfg.recipe == "aac" and cfg.caption.zero_shot
-
-
 class Datastore:
     """Captions and their unit vectors in the joint space: retrieval and projection decoding."""
 

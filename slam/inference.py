@@ -21,12 +21,12 @@ from lhotse import CutSet, Recording
 from peft import PeftModel
 from tqdm import tqdm
 
-from slam.config import SlamConfig, as_dict, code_loading_switches, to_config
+from slam.config import SlamConfig, as_dict
 from slam.corpora.validate import short_error, validate_cuts
 from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long
-from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, build_speech_llm, load_assets
+from slam.model import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, UntrustedModelError, trained_config  # noqa: F401
 from slam.projectors import save_projector
-from slam.utils import atomic_dir, atomic_write_text, setup_runtime
+from slam.utils import atomic_dir, atomic_write_text
 
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a"}
@@ -49,43 +49,15 @@ def resolve_model(model: str | Path) -> Path:
         ) from None
 
 
-class UntrustedModelError(ValueError):
-    """A handed-over model asks to run its own Python and the user has not opted in."""
-
-
-def trained_config(assets: Path, trust_remote_code: bool = False) -> SlamConfig:
-    """The config stored with a trained model. It is data from whoever made the directory, so
-    it may not turn on a code-loading switch (``trust_remote_code``) unless the user says so."""
-    info = json.loads((assets / ASSETS_INFO).read_text())
-    if "config" not in info:
-        raise ValueError(f"{assets / ASSETS_INFO} has no config: retrain with this version of slam")
-    cfg = to_config(info["config"])
-    switches = code_loading_switches(cfg)
-    if switches and not trust_remote_code:
-        raise UntrustedModelError(
-            f"{assets / ASSETS_INFO} sets {' and '.join(f'{k}=true' for k in switches)}, which runs Python "
-            "that comes with the model; if you trust its source, opt in with --trust-remote-code "
-            "(trust_remote_code=True)"
-        )
-    if not Path(cfg.llm.path).exists() and (assets / cfg.llm.path).exists():
-        cfg.llm.path = str(assets / cfg.llm.path)  # an export keeps its LLM inside the dir
-    return cfg
-
-
 def load_trained(
     model: str | Path, device: str | None = None, trust_remote_code: bool = False
 ) -> tuple[SlamConfig, SpeechLLM]:
     """The trained system with its encoder (it reads audio, not a cache), in eval mode.
 
     ``trust_remote_code``: allow the stored config's code-loading switches (see
-    :func:`trained_config`); without it a model that sets one is refused before loading."""
-    assets = resolve_model(model)
-    cfg = trained_config(assets, trust_remote_code)
-    if device is not None:
-        cfg.runtime.device = device
-    speech_llm = build_speech_llm(cfg, with_encoder=True)
-    load_assets(speech_llm, assets)
-    return cfg, speech_llm.to(setup_runtime(cfg.runtime)).eval()
+    :func:`slam.model.trained_config`); without it a model that sets one is refused before loading."""
+    speech_llm = SpeechLLM.from_pretrained(resolve_model(model), device, trust_remote_code)
+    return speech_llm.config, speech_llm
 
 
 def _is_manifest(path: Path) -> bool:

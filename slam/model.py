@@ -21,15 +21,14 @@ from torch import nn
 from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedTokenizerBase
 
 from slam.augment import EncoderOutputMasking
-from slam.biasing import biasing_on, format_prompt
-from slam.config import ConfigError, RuntimeConfig, SlamConfig
+from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict, code_loading_switches, to_config
 from slam.ctc_prefix import CTCPrefixScorer
 from slam.encoders import AudioEncoder, build_encoder
 from slam.llms import build_llm
 from slam.projectors import Projector, build_projector, load_projector, save_projector
-from slam.translation import srt_instruction, translation_on
+from slam.recipes import recipe_of
 from slam.tuning import apply_llm_tuning, encoder_trains, unfreeze_encoder
-from slam.utils import autocast
+from slam.utils import atomic_dir, autocast, setup_runtime
 
 IGNORE_INDEX = -100
 AUDIO_PLACEHOLDER = "<|slam_audio|>"
@@ -94,6 +93,35 @@ class SpeechLLM(nn.Module):
         # what the LLM reads of the projection (ProjectorConfig.posterior_inputs, blank_skip)
         self.posterior_inputs = False
         self.blank_skip = 1.0
+        self.config: SlamConfig | None = None  # the composed config it was built from
+
+    def save_pretrained(self, directory: str | Path, extra: Iterable[Callable[[Path], None]] = (),
+                        **info: Any) -> None:  # fmt: skip
+        """The model directory, written atomically: ``slam.json`` (the composed config and the
+        ``info`` given, e.g. the MLflow run id), the projector (safetensors + config), the PEFT
+        adapter as peft writes it, the CTC head, tuned encoder weights; the frozen encoder and
+        LLM by reference (``encoder.path``, ``llm.path`` in the config). ``extra`` writers add a
+        recipe's own models (slam.recipes)."""
+        if self.config is None:
+            raise ValueError("save_pretrained needs the model's config: build it with build_speech_llm")
+        with atomic_dir(directory) as tmp:
+            save_assets(self, tmp, {**info, "config": as_dict(self.config)})
+            for write in extra:
+                write(tmp)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None,
+                        trust_remote_code: bool = False) -> SpeechLLM:  # fmt: skip
+        """A model directory of :meth:`save_pretrained` (a trained run's ``<train.dir>/model``)
+        rebuilt on the zoo models its config names, with its encoder, in eval mode on
+        ``device`` (default: the stored ``runtime.device``). A config that turns on a
+        code-loading switch is refused unless ``trust_remote_code`` (see :func:`trained_config`)."""
+        cfg = trained_config(Path(directory), trust_remote_code)
+        if device is not None:
+            cfg.runtime.device = device
+        model = build_speech_llm(cfg, with_encoder=True)
+        load_assets(model, Path(directory))
+        return model.to(setup_runtime(cfg.runtime)).eval()
 
     def enable_ctc(self) -> None:
         """Add the learned blank embedding the auxiliary CTC loss needs."""
@@ -401,14 +429,6 @@ class SpeechLLM(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
 
-def default_instruction(cfg: SlamConfig) -> str:
-    """The fixed prompt: ``train.prompt``, or for recipe asr_bias the biasing prompt with an
-    empty list, so that a row without a list of its own reads what "no bias" trained on."""
-    if translation_on(cfg):  # recipe st: the chain of thought, transcript then translation
-        return srt_instruction(cfg)
-    return format_prompt(cfg.bias, []) if biasing_on(cfg) else cfg.train.prompt
-
-
 def build_speech_llm(
     cfg: SlamConfig, encoder_dim: int | None = None, with_encoder: bool = False
 ) -> SpeechLLM:
@@ -431,7 +451,9 @@ def build_speech_llm(
         build_prompt, loaded.tokenizer,
         use_chat_template=loaded.use_chat_template, system_prompt=cfg.train.system_prompt,
     )  # fmt: skip
-    model = SpeechLLM(projector, llm, loaded.tokenizer, builder(default_instruction(cfg)), encoder, builder)
+    instruction = builder(recipe_of(cfg).default_instruction(cfg))
+    model = SpeechLLM(projector, llm, loaded.tokenizer, instruction, encoder, builder)
+    model.config = cfg
     model.augment = EncoderOutputMasking(cfg.train)
     if cfg.train.ctc_weight > 0 or cfg.train.ctc_warmup_steps > 0:
         model.enable_ctc()
@@ -491,3 +513,26 @@ def load_assets(model: SpeechLLM, directory: Path) -> SpeechLLM:
         if result.unexpected_keys:
             raise ValueError(f"{encoder_weights}: unknown parameters {result.unexpected_keys[:5]}")
     return model
+
+
+class UntrustedModelError(ValueError):
+    """A handed-over model asks to run its own Python and the user has not opted in."""
+
+
+def trained_config(assets: Path, trust_remote_code: bool = False) -> SlamConfig:
+    """The config stored with a trained model. It is data from whoever made the directory, so
+    it may not turn on a code-loading switch (``trust_remote_code``) unless the user says so."""
+    info = json.loads((assets / ASSETS_INFO).read_text())
+    if "config" not in info:
+        raise ValueError(f"{assets / ASSETS_INFO} has no config: retrain with this version of slam")
+    cfg = to_config(info["config"])
+    switches = code_loading_switches(cfg)
+    if switches and not trust_remote_code:
+        raise UntrustedModelError(
+            f"{assets / ASSETS_INFO} sets {' and '.join(f'{k}=true' for k in switches)}, which runs Python "
+            "that comes with the model; if you trust its source, opt in with --trust-remote-code "
+            "(trust_remote_code=True)"
+        )
+    if not Path(cfg.llm.path).exists() and (assets / cfg.llm.path).exists():
+        cfg.llm.path = str(assets / cfg.llm.path)  # an export keeps its LLM inside the dir
+    return cfg

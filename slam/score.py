@@ -13,7 +13,7 @@ from typing import TypeVar
 import mlflow
 from lhotse.cut import Cut
 
-from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captioning_on, captions_of
+from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
 from slam.config import SlamConfig
 from slam.corpora.validate import BadInputError
 from slam.data import cut_text, load_cuts
@@ -22,8 +22,9 @@ from slam.metrics import score_translation, score_wer
 from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
 from slam.plots import learning_curve, score_bars
+from slam.recipes import recipe_of
 from slam.tracking import log_dvc_lock, start_run
-from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of, translation_on
+from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of
 from slam.utils import atomic_write_json, atomic_write_text
 from slam.whisper_finetune import FINETUNED
 
@@ -250,16 +251,10 @@ TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "tra
                               translation_table, ("bleu", "BLEU", 1))  # fmt: skip
 
 
-def scoring_of(cfg: SlamConfig) -> Scoring:
-    if captioning_on(cfg):
-        return CAPTION_SCORING
-    return TRANSLATION_SCORING if translation_on(cfg) else WER_SCORING
-
-
 def score(cfg: SlamConfig) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     errors_root = Path(cfg.train.dir) / "errors"
-    scoring = scoring_of(cfg)
+    scoring = recipe_of(cfg).scoring()
     score_rows = scoring.rows(cfg)
     metrics = {}
     for system, directory in (("llm", Path(cfg.decode.dir)), (scoring.baseline, Path(cfg.baseline.dir))):

@@ -17,7 +17,6 @@ import csv
 import io
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from slam.utils import atomic_write_text
+from slam.utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +332,9 @@ def render_png(table: Table, path: Path) -> Path:
     if filled.size:
         fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")  # atomic: readers never see half a PNG
-    fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

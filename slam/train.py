@@ -34,12 +34,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from slam.biasing import TRAINING_KEYS, biasing_on, training_lists
-from slam.cache import cache_dim, load_cached_cuts
-from slam.captioning import CaptionSpace, caption_target, captioning_on, fit_contrastive, save_contrastive
-from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict
+from slam.cache import load_cached_cuts
+from slam.config import RuntimeConfig, SlamConfig
 from slam.ctc import fit_ctc
-from slam.ctc_filter import save_ctc_head, train_ctc_head
 from slam.data import AudioTextDataset, batches_of, drop_too_long, load_cuts
 from slam.distributed import (
     barrier,
@@ -50,15 +47,14 @@ from slam.distributed import (
     world_size,
     wrap_for_training,
 )
-from slam.drcap import TextOnlyRows, zero_shot_on
 from slam.metrics import score_wer
-from slam.model import SpeechLLM, build_speech_llm, save_assets
-from slam.sentence import SentenceEncoder
+from slam.model import SpeechLLM, build_speech_llm
+from slam.recipes import recipe_of
 from slam.tracking import start_run
-from slam.translation import Curriculum, translation_on
 from slam.tuning import uses_cache
 from slam.utils import (
     atomic_dir,
+    atomic_path,
     atomic_write_json,
     autocast,
     directory_lock,
@@ -88,12 +84,7 @@ def run_key(cfg: SlamConfig) -> str:
         "train": train,
         "corpus": dataclasses.asdict(cfg.corpus),
     }
-    if biasing_on(cfg):  # the lists shape every prompt; the default recipe's key is unchanged
-        payload["bias"] = {k: getattr(cfg.bias, k) for k in TRAINING_KEYS}
-    if translation_on(cfg):
-        payload["st"] = dataclasses.asdict(cfg.st)
-    if zero_shot_on(cfg):  # the joint space and the prompts shape the inputs
-        payload["caption"] = dataclasses.asdict(cfg.caption)
+    payload.update(recipe_of(cfg).run_key(cfg))  # e.g. the biasing lists shape every prompt
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -158,24 +149,6 @@ class Batches:
                 self.in_epoch = i + 1
                 yield self.dataset[cuts]
             self.epoch, self.in_epoch = self.epoch + 1, 0
-
-
-def row_makers(
-    cfg: SlamConfig, cuts: CutSet, dev_cuts: CutSet, space: CaptionSpace | None = None
-) -> tuple[Any, Any, Any]:
-    """A recipe's per-row ``(instruction, target, features)`` for the dataset (``None``: the
-    fixed prompt, the transcript, the cached encoder frames)."""
-    if biasing_on(cfg):  # every row's prompt carries its own biasing list (slam.biasing)
-        return training_lists(cuts, cfg.bias), None, None
-    if space is not None:  # zero-shot captioning: text vectors in, similar captions in the prompt
-        rows = TextOnlyRows(space, cuts, dev_cuts, cfg.caption)
-        return rows.instruction, caption_target, rows.features
-    if captioning_on(cfg):  # each epoch trains on another of a clip's captions (slam.captioning)
-        return None, caption_target, None
-    if translation_on(cfg):  # the curriculum's task decides prompt and answer (slam.translation)
-        curriculum = Curriculum(cfg)
-        return curriculum.instruction, curriculum.answer, None
-    return None, None, None
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -371,13 +344,10 @@ def evaluate(
 def write_curve(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -397,13 +367,13 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     ckpt_dir = out_dir / CHECKPOINTS
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     key = run_key(cfg)
+    recipe = recipe_of(cfg)
     use_cache = uses_cache(cfg)
     skipped_too_long: dict[str, int] = {}
 
     if use_cache:
         train_cuts, dev_cuts = load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev")
-        # zero-shot captioning: the LLM's input is one vector of the joint audio-text space
-        model = build_speech_llm(cfg, encoder_dim=cfg.caption.dim if zero_shot_on(cfg) else cache_dim(cfg))
+        model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
     else:
         train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
         model = build_speech_llm(cfg, with_encoder=True)
@@ -414,20 +384,14 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if captioning_on(cfg) and not use_cache:
-        raise ConfigError("recipe aac: the contrastive model reads cached encoder outputs, "
-                          "set train.use_cache: true")
-    space, contrast_loss = None, None
-    if zero_shot_on(cfg):  # DRCap: the joint space first, the LLM learns from its text side
-        sentences = SentenceEncoder(cfg.caption.text_model)
-        contrast, contrast_loss = fit_contrastive(train_cuts, sentences, cfg.caption)
-        space = CaptionSpace(contrast, sentences)
-    instruction, target, features = row_makers(cfg, train_cuts, dev_cuts, space)
-    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, instruction, target,
-                               features)  # fmt: skip
+    recipe.check_training(cfg, use_cache)
+    rows = recipe.training_rows(cfg, train_cuts, dev_cuts)
+    dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, rows.instruction,
+                               rows.target, rows.features)  # fmt: skip
     # dev rows keep the lists and captions of epoch 0 and the curriculum's last stage, so that
     # dev losses stay comparable along the run and measure what is decoded
-    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, instruction, target, features)
+    dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, rows.instruction, rows.target,
+                                   rows.features)  # fmt: skip
     dev_dataset.step = cfg.train.max_steps
     dev_batches = list(
         DynamicBucketingSampler(
@@ -491,37 +455,23 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
         if "best_step" in state and cfg.train.keep_best:  # the model saved below is this step
             summary["best_step"] = best["step"] if best else state["step"]
             summary["best_dev_wer"] = best["dev_wer"] if best else final_dev.get("dev_wer")
-        ctc_head = None
-        if biasing_on(cfg) and is_main():  # the hotword filter's CTC head: ~2 min on one process
-            ctc_head, summary["ctc_head_loss"] = train_ctc_head(
-                train_cuts, AudioTextDataset(model.tokenizer, dataset.encoder),
-                cache_dim(cfg) if use_cache else model.encoder.dim, cfg.bias, device, cfg.train.seed,
-            )  # fmt: skip
-        contrast = space.model if space is not None else None
-        if contrast is not None:
-            summary["contrastive_loss"] = contrast_loss
-        elif captioning_on(cfg) and is_main():  # recipe aac: CLAP-Refine's and the retrieval's model
-            contrast, summary["contrastive_loss"] = fit_contrastive(
-                train_cuts, SentenceEncoder(cfg.caption.text_model), cfg.caption)
+        summary.update(rows.summary)
+        # models fitted after the LLM (a hotword filter's CTC head, a contrastive model)
+        writers = []
+        if is_main():
+            writers = recipe.after_training(cfg, train_cuts, rows, model, dataset, device, summary)
         weights = get_model_state_dict(net, options=GATHER)  # collective under FSDP
         if is_main():
             mlflow.log_metrics(final_dev, step=state["step"])
-            # The composed config travels with the assets: they rebuild the system on their
-            # own (slam.inference.load_trained, the `slam` command).
-            info = {"mlflow_run_id": state["mlflow_run_id"], "run_key": key, "use_cache": use_cache,
-                    "config": as_dict(cfg)}
             to_save = model
             if world_size() > 1 and cfg.runtime.strategy == "fsdp":
                 # FSDP holds shards: save from a plain model given the gathered weights
-                to_save = build_speech_llm(cfg, encoder_dim=cache_dim(cfg) if use_cache else None,
+                to_save = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg) if use_cache else None,
                                            with_encoder=not use_cache)
                 to_save.load_state_dict(weights, strict=False)
-            with atomic_dir(out_dir / MODEL) as tmp:
-                save_assets(to_save, tmp, info)
-                if ctc_head is not None:
-                    save_ctc_head(ctc_head, tmp)
-                if contrast is not None:
-                    save_contrastive(contrast, tmp, cfg.caption.text_model)
+            # the composed config travels with the model (SpeechLLM.from_pretrained, `slam`)
+            to_save.save_pretrained(out_dir / MODEL, writers, mlflow_run_id=state["mlflow_run_id"],
+                                    run_key=key, use_cache=use_cache)  # fmt: skip
             mlflow.log_artifacts(str(out_dir / MODEL), "model")
             write_curve(metrics_dir / "train_curve.csv", state["curve"])
             write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])

@@ -31,14 +31,9 @@ from slam.data import cut_text
 
 log = logging.getLogger(__name__)
 
-TRANSLATION_RECIPE = "st"
 TASKS = ("asr", "mmt", "srt")
 # hypothesis files the decode stage writes beside the SRT beams: label -> system
 CASCADE, MMT_GOLD = "cascade", "mmt_gold"
-
-
-def translation_on(cfg: SlamConfig) -> bool:
-    return cfg.recipe == TRANSLATION_RECIPE
 
 
 def tag(language: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import glob
 import json
 import logging
 import os
@@ -23,15 +24,31 @@ from slam.config import RuntimeConfig
 log = logging.getLogger(__name__)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temp file beside ``path`` for the block to write (ending in ``suffix``, for tools that
+    pick a format from it); it replaces ``path`` only when the block succeeds, so readers never
+    see half a file, and is removed when the block fails; one that a killed process left is
+    removed by the next write of ``path`` (stages hold their directory's lock, so no one else
+    is writing it). The one atomic-write helper."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary outputs
-    os.replace(tmp, path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{suffix}"):  # of a killed earlier write
+        stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes files private; these are ordinary outputs
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:

@@ -34,14 +34,13 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, WhisperForCondi
 from transformers.modeling_outputs import BaseModelOutput
 
 from slam.cache import INFO, load_cached_cuts
-from slam.captioning import captioning_on
 from slam.config import ConfigError, SlamConfig
 from slam.data import AudioTextDataset, batches_of, cut_text
 from slam.decode import RUN_FILE, write_hyps
 from slam.metrics import score_wer
 from slam.model import IGNORE_INDEX
+from slam.recipes import recipe_of
 from slam.tracking import start_run
-from slam.translation import translation_on
 from slam.utils import atomic_write_json, autocast, seed_everything, setup_runtime
 
 log = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ def train_decoder(
 def check_finetunable(cfg: SlamConfig) -> None:
     """The cache must hold what Whisper's decoder reads: the last layer after the final norm."""
     key = f"baseline.finetune_minutes={cfg.baseline.finetune_minutes}"
-    if captioning_on(cfg) or translation_on(cfg):
+    if not recipe_of(cfg).answers_are_transcripts:
         raise ConfigError(f"{key}: Whisper's decoder is fine-tuned on transcripts, recipe {cfg.recipe!r} "
                           "has other answers; set baseline.finetune_minutes=0")  # fmt: skip
     enc = cfg.encoder

@@ -23,6 +23,27 @@ def test_unknown_component_lists_known_ones():
         ENCODERS.get("wav2vec9")
 
 
+def test_only_the_recipe_modules_ask_which_recipe_runs():
+    """What a recipe does differently lives in its module of slam/recipes/: no other module
+    compares ``cfg.recipe`` with a name (the config check looks it up in the registry)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "slam"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "recipes" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+            if any(isinstance(side, ast.Attribute) and side.attr == "recipe" for side in sides):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == ["config.py:" + str(_recipe_check_line(root / "config.py"))]
+
+
+def _recipe_check_line(config: Path) -> int:
+    return next(i for i, line in enumerate(config.read_text().splitlines(), 1) if "cfg.recipe not in" in line)
+
+
 def test_committed_params_match_hydra_composition():
     assert (ROOT / "params.yaml").read_text() == compose_params(config_dir=ROOT / "params")
 

@@ -164,13 +164,13 @@ def test_cache_stage_resumes_set_by_set(cfg):
 
     with pytest.raises(Interrupt):
         run(1)  # dev is encoded, then the run dies on test ...
-    (cache_dir / ".tmp-test.h5").write_bytes(b"half an HDF5 file")  # ... half way through it
+    (cache_dir / ".test.h5.x1y2z3.h5").write_bytes(b"half an HDF5 file")  # ... half way through it
     first_dev = (cache_dir / "dev.h5").read_bytes()
     info = run(99)
     assert [args[5] for args in calls] == ["test"]  # dev was kept
     assert info["sets"] == {"dev": 4, "test": 4}
     assert (cache_dir / "dev.h5").read_bytes() == first_dev
-    assert not list(cache_dir.glob(".tmp*"))
+    assert not list(cache_dir.glob(".*.h5"))
 
     # the same outputs as one uninterrupted run
     fresh = copy.deepcopy(cfg)
@@ -244,3 +244,22 @@ def test_decode_stage_resumes_per_set_and_beam(cfg, tmp_path):
     run()
     assert len(calls) == 2
     assert sorted(p.name for p in hyps_dir.glob("*.beam*.jsonl")) == ["test.beam1.jsonl", "test.beam2.jsonl"]
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temp_file(tmp_path):
+    """Every stage writes through slam.utils.atomic_path: a write that dies half-way (here an
+    exception after half the bytes) leaves what was there before and nothing beside it."""
+    from slam.utils import atomic_path, atomic_write_text
+
+    target = tmp_path / "stats.json"
+    atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(target, ".json") as tmp:
+            tmp.write_text("ne")
+            raise RuntimeError("killed half-way")
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new\n")
+    assert target.read_text() == "new\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]

@@ -4,6 +4,7 @@ back, exporting it with LoRA merged, and the `slam` command on the result."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from slam.cache import build_cache
 from slam.cli import main as slam_cli
 from slam.decode import decode, read_hyps
 from slam.inference import EXPORT_MARKER, export_merged, load_trained
-from slam.model import ENCODER_WEIGHTS, FULL_LLM_DIR, build_speech_llm
+from slam.model import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
 from slam.registry import UnknownComponentError
 from slam.train import MODEL, train
 
@@ -58,6 +59,30 @@ def test_prefix_tuning_trains_only_the_prefix_and_projector(tiny_cfg):
     assert len(read_hyps(Path(tiny_cfg.decode.dir) / "test.beam2.jsonl")) == 4
     with pytest.raises(ValueError, match="cannot be merged"):
         export_merged(Path(tiny_cfg.train.dir) / MODEL, Path(tiny_cfg.train.dir) / "export")
+
+
+def test_a_model_directory_alone_loads_and_transcribes(tiny_cfg, tmp_path):
+    """``SpeechLLM.from_pretrained`` needs the model directory and the zoo models it names,
+    not the run that made it (its config, checkpoints and caches are gone here)."""
+    tiny_cfg.train.max_steps = 3
+    build_cache(tiny_cfg)
+    train(tiny_cfg)
+    shared = tmp_path / "shared-model"
+    shutil.copytree(Path(tiny_cfg.train.dir) / MODEL, shared)
+    shutil.rmtree(tiny_cfg.train.dir)
+    shutil.rmtree(tiny_cfg.cache.dir)
+    model = SpeechLLM.from_pretrained(shared)
+    assert not model.training and model.config.projector == tiny_cfg.projector
+    fresh = build_speech_llm(tiny_cfg, with_encoder=True).eval()
+    # the trained weights came back
+    assert _dev_loss(tiny_cfg, model) != pytest.approx(_dev_loss(tiny_cfg, fresh), abs=1e-6)
+    model.save_pretrained(tmp_path / "again", mlflow_run_id=None)  # and saved again: the same model
+    again = SpeechLLM.from_pretrained(tmp_path / "again")
+    assert _dev_loss(tiny_cfg, again) == pytest.approx(_dev_loss(tiny_cfg, model), rel=1e-6)
+    wavs = sorted((Path(tiny_cfg.corpus.dir) / "audio").glob("test-*.wav"))[:2]
+    results = tmp_path / "hyps.jsonl"
+    slam_cli(["transcribe", str(shared), *map(str, wavs), "--out", str(results)])
+    assert len(results.read_text().splitlines()) == 2
 
 
 def test_full_finetuning_saves_a_model_dir(tiny_cfg):

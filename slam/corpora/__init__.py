@@ -22,9 +22,7 @@ mono or downmixed to mono on load, and has one supervision with ``text`` and ``s
 from __future__ import annotations
 
 import gzip
-import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
@@ -47,6 +45,7 @@ from slam.corpora.channel import telephone_share
 from slam.corpora.text import SPLITS
 from slam.corpora.validate import BadInputError, validate_cuts
 from slam.tracking import start_run
+from slam.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 # the synthesis summary's facts of this run, not of the corpus (MLflow only, see prepare_corpus)
@@ -61,23 +60,15 @@ def write_manifest(cuts: CutSet, path: Path) -> None:
     byte the same for the same cuts: Lhotse writes the JSON lines, the gzip layer here has no
     time stamp (``gzip.open``, which Lhotse's ``to_file`` uses, stores the write time, so every
     rerun of a stage changed its DVC digest and everything downstream looked changed)."""
-    stem = f".{path.name.split('.')[0]}.tmp{os.getpid()}"
-    plain, tmp = path.with_name(f"{stem}.jsonl"), path.with_name(f"{stem}.jsonl.gz")
-    try:
-        cuts.to_jsonl(plain)
-        with plain.open("rb") as src, tmp.open("wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-                shutil.copyfileobj(src, packed)
-        os.replace(tmp, path)
-    finally:
-        plain.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        plain = tmp.with_name(f"{tmp.name}.jsonl")  # Lhotse's JSON lines, gzipped below
+        try:
+            cuts.to_jsonl(plain)
+            with plain.open("rb") as src, tmp.open("wb") as raw:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                    shutil.copyfileobj(src, packed)
+        finally:
+            plain.unlink(missing_ok=True)
 
 
 def cut_stats(cuts: CutSet) -> dict[str, Any]:
@@ -148,7 +139,7 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
         mlflow.log_metrics({**prepare_metrics(stats), **{f"synthesis.{k}": v for k, v in run_facts.items()}})
         mlflow.log_dict(stats, "stats.json")
     log.info("synthesis: %s", run_facts or "nothing synthesised")
-    _write_json(stats, out / "stats.json")
+    atomic_write_json(out / "stats.json", stats)
     return sets
 
 

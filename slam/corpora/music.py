@@ -40,6 +40,7 @@ from slam.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
 from slam.corpora.scenes import distinct_captions
 from slam.corpora.text import SPLITS, split_of_key
 from slam.corpora.validate import validate_cuts
+from slam.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,8 @@ def render_clips(
         out = []
         for (cut_id, clip), (start, end) in zip(drawn, spans):
             wav = out_dir / f"{cut_id}.wav"
-            tmp_wav = wav.with_name(f".{wav.stem}.tmp{os.getpid()}.wav")
-            sf.write(str(tmp_wav), _clip(audio, start, end, sample_rate), sample_rate, subtype="PCM_16")
-            os.replace(tmp_wav, wav)
+            with atomic_path(wav, ".wav") as tmp_wav:
+                sf.write(str(tmp_wav), _clip(audio, start, end, sample_rate), sample_rate, subtype="PCM_16")
             recording = Recording.from_file(wav, recording_id=cut_id)
             supervision = SupervisionSegment(
                 id=cut_id, recording_id=cut_id, start=0.0, duration=recording.duration, channel=0,

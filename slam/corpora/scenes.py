@@ -19,7 +19,6 @@ whatever ``num_clips`` is (each clip has its own generators, seeded by ``(seed, 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 from slam.config import CorpusConfig
 from slam.corpora.base import SYNTHESIZERS
 from slam.corpora.text import SPLITS, split_of_key
+from slam.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -478,9 +478,8 @@ def _rng(seed: int, index: int, stream: str) -> np.random.Generator:
 
 
 def _write_wav(audio: np.ndarray, path: Path, sr: int) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.wav")
-    sf.write(str(tmp), audio, sr, subtype="PCM_16")
-    os.replace(tmp, path)
+    with atomic_path(path, ".wav") as tmp:
+        sf.write(str(tmp), audio, sr, subtype="PCM_16")
 
 
 def synthesize_scenes(

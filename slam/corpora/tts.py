@@ -39,6 +39,7 @@ from slam.config import ConfigError, CorpusConfig
 from slam.corpora import text as text_mod
 from slam.corpora.base import SYNTHESIZERS
 from slam.registry import Registry
+from slam.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -298,23 +299,26 @@ def finish_audio(raw: Path, out: Path, sample_rate: int = 16000, effects: Iterab
     Trimming runs forwards, then on the reversed signal for the tail; a short pad keeps soft
     onsets. Returns an error message, or ``None`` when ``out`` is a usable file.
     """
-    tmp = out.with_name(f".{out.stem}.tmp.wav")
     trim = ["silence", "1", "0.02", SILENCE_THRESHOLD]
-    cmd = [
-        "sox", "-D", "-V1", str(raw), "-b", "16", "-c", "1", str(tmp),
-        *effects, *trim, "reverse", *trim, "reverse",
-        "rate", "-h", str(sample_rate), "pad", str(PAD_SECONDS), str(PAD_SECONDS),
-    ]  # fmt: skip
-    error = _run(cmd, timeout=60)
-    if error:
-        tmp.unlink(missing_ok=True)
-        return error
-    seconds = sf.info(str(tmp)).duration
-    if seconds < MIN_SECONDS:
-        tmp.unlink(missing_ok=True)
-        return f"only {seconds:.2f} s of audio after trimming silence"
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, ".wav") as tmp:
+            cmd = [
+                "sox", "-D", "-V1", str(raw), "-b", "16", "-c", "1", str(tmp),
+                *effects, *trim, "reverse", *trim, "reverse",
+                "rate", "-h", str(sample_rate), "pad", str(PAD_SECONDS), str(PAD_SECONDS),
+            ]  # fmt: skip
+            error = _run(cmd, timeout=60)
+            if not error and (seconds := sf.info(str(tmp)).duration) < MIN_SECONDS:
+                error = f"only {seconds:.2f} s of audio after trimming silence"
+            if error:
+                raise _Unusable(error)  # leaves ``out`` as it was
+    except _Unusable as unusable:
+        return str(unusable)
     return None
+
+
+class _Unusable(Exception):
+    """A render that must not replace the output file."""
 
 
 def available_engines(names: Iterable[str], language: str = "en") -> dict[str, tuple[TtsEngine, list[str]]]:

@@ -220,9 +220,9 @@ def breakdown_report(cfg: SlamConfig, metrics_dir: Path, min_utterances: int = M
     every system and decoding over the cuts of each synthesis engine, each voice with at least
     ``min_utterances`` cuts (the rest pooled) and each duration bucket. ASR recipes only."""
     from slam.data import cut_text, load_cuts  # here: slam.data pulls in torch and transformers
-    from slam.score import WER_SCORING, scoring_of
+    from slam.recipes import recipe_of
 
-    if scoring_of(cfg) is not WER_SCORING:  # captions and translations have no WER to break down
+    if not recipe_of(cfg).answers_are_transcripts:  # captions and translations have no WER to break down
         log.info("report breakdown: recipe %s is not scored by WER, skipped", cfg.recipe)
         return ""
     columns = _columns(cfg)

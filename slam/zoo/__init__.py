@@ -22,6 +22,7 @@ from typing import Any
 
 from slam.config import ConfigError, SlamConfig, ZooConfig, ZooModelConfig
 from slam.registry import Registry
+from slam.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -276,10 +277,7 @@ def import_entries(entries: list[ZooModelConfig], zoo_dir: str | Path, zoo: ZooC
         options = {"dtype": entry.dtype} if getattr(entry, "dtype", "") else {}
         models.append(import_model(entry, zoo_dir, zoo_dir / DOWNLOADS, verify=verify, **options))
     summary = {"models": models}
-    zoo_dir.mkdir(parents=True, exist_ok=True)
-    tmp = zoo_dir / f".{SUMMARY_FILE}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(zoo_dir / SUMMARY_FILE)
+    atomic_write_text(zoo_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     log.info("zoo: %d models in %s", len(models), zoo_dir)
     return summary
 
