@@ -123,6 +123,10 @@ class ProjectorConfig:
     # probability is above this (1.0 keeps all), so the LLM reads about one position per token.
     posterior_inputs: bool = False
     blank_skip: float = 1.0
+    # Normalise each utterance's encoder outputs per channel (mean 0, variance 1 over its
+    # frames) before the projector: what stays the same across a recording (speaker, channel)
+    # is taken out, as cepstral mean/variance normalisation does for features.
+    utterance_norm: bool = False
 
 
 @dataclass

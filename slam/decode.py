@@ -30,24 +30,15 @@ from slam.cache import cache_key, load_cached_cuts
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
 from slam.data import AudioTextDataset, batches_of, cut_text, drop_too_long, load_cuts
 from slam.distributed import gather_objects, is_main, rank, world_size
-from slam.model import ASSETS_INFO, build_speech_llm, load_assets
+from slam.hyps import CTC_READING, RUN_FILE, write_hyps
+from slam.model import ASSETS_INFO, MODEL, build_speech_llm, load_assets
 from slam.recipes import recipe_of
 from slam.tracking import start_run
-from slam.train import MODEL
-from slam.utils import atomic_write_json, atomic_write_text, autocast, setup_runtime
+from slam.utils import atomic_write_json, autocast, setup_runtime
+from slam.whisper_finetune import check_finetunable
 
 log = logging.getLogger(__name__)
-RUN_FILE = "run.json"
-CTC_READING = "ctc"  # hypothesis label of the CTC head's own reading
 PROGRESS = "progress.json"
-
-
-def write_hyps(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_hyps(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def fingerprint(path: str | Path) -> str:
@@ -241,9 +232,6 @@ def ctc_readings(cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDat
 def decode_baseline(cfg: SlamConfig) -> dict:
     """The baseline stage: the recipe's simplest system (Whisper's own decoder for speech
     recipes, the most frequent training caption for captioning)."""
-    # here: slam.whisper_finetune imports this module
-    from slam.whisper_finetune import check_finetunable
-
     if cfg.baseline.finetune_minutes > 0:
         check_finetunable(cfg)  # before minutes of decoding, not after
     return recipe_of(cfg).baseline(cfg)

@@ -36,6 +36,7 @@ ADAPTER_DIR = "adapter"
 ENCODER_WEIGHTS = "encoder.safetensors"  # the fine-tuned encoder parameters only
 FULL_LLM_DIR = "llm"  # a fully fine-tuned LLM, as a Hugging Face model dir
 ASSETS_INFO = "slam.json"
+MODEL = "model"  # <train.dir>/model: the trained model directory (SpeechLLM.save_pretrained)
 CTC_HEAD = "projector_ctc.safetensors"  # the auxiliary CTC head: its blank and its classes
 
 
@@ -93,6 +94,7 @@ class SpeechLLM(nn.Module):
         # what the LLM reads of the projection (ProjectorConfig.posterior_inputs, blank_skip)
         self.posterior_inputs = False
         self.blank_skip = 1.0
+        self.utterance_norm = False  # ProjectorConfig.utterance_norm, see normalise_utterances
         self.config: SlamConfig | None = None  # the composed config it was built from
 
     def save_pretrained(self, directory: str | Path, extra: Iterable[Callable[[Path], None]] = (),
@@ -205,6 +207,8 @@ class SpeechLLM(nn.Module):
             if self.encoder is None:
                 raise RuntimeError("raw features given but the model was built without its encoder")
             inputs, lengths = self.encoder(inputs, lengths)
+        if self.utterance_norm:
+            inputs = normalise_utterances(inputs, lengths)
         return self.projector(self.augment(inputs).to(self.projector_dtype), lengths)
 
     @property
@@ -429,6 +433,17 @@ class SpeechLLM(nn.Module):
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
 
+def normalise_utterances(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``[batch, frames, dim]`` with each row's valid frames at mean 0 and variance 1 per
+    channel (statistics in float32 over its own ``lengths`` frames; padding stays 0)."""
+    valid = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])[..., None]
+    frames = valid.sum(1, keepdim=True).clamp(min=1)
+    xf = x.float().masked_fill(~valid, 0.0)
+    mean = xf.sum(1, keepdim=True) / frames
+    var = ((xf - mean).masked_fill(~valid, 0.0) ** 2).sum(1, keepdim=True) / frames
+    return ((xf - mean) * torch.rsqrt(var + eps)).masked_fill(~valid, 0.0).to(x.dtype)
+
+
 def build_speech_llm(
     cfg: SlamConfig, encoder_dim: int | None = None, with_encoder: bool = False
 ) -> SpeechLLM:
@@ -459,6 +474,7 @@ def build_speech_llm(
         model.enable_ctc()
         model.ctc_in_step = cfg.train.ctc_weight > 0
     model.posterior_inputs, model.blank_skip = cfg.projector.posterior_inputs, cfg.projector.blank_skip
+    model.utterance_norm = cfg.projector.utterance_norm
     if model.reads_ctc_head and model.ctc_blank is None:
         raise ConfigError("projector.posterior_inputs and projector.blank_skip read the CTC head: "
                           "set train.ctc_weight or train.ctc_warmup_steps above 0")

@@ -17,7 +17,7 @@ from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
 from slam.config import SlamConfig
 from slam.corpora.validate import BadInputError
 from slam.data import cut_text, load_cuts
-from slam.decode import CTC_READING, RUN_FILE, read_hyps
+from slam.hyps import RUN_FILE, decoding_name, label_order, read_hyps, wer_system
 from slam.metrics import score_translation, score_wer
 from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
@@ -26,16 +26,10 @@ from slam.recipes import recipe_of
 from slam.tracking import log_dvc_lock, start_run
 from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of
 from slam.utils import atomic_write_json, atomic_write_text
-from slam.whisper_finetune import FINETUNED
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# system name -> how the results table labels it
-SYSTEMS = {"llm": "LLM-based (encoder + projector + LLM)", "whisper": "Whisper (own decoder)"}
-# hypothesis labels other than beams -> (system, decoding), in the table's order after the beams
-READINGS = {CTC_READING: ("CTC head of the projector, alone (no LLM)", "best path"),
-            FINETUNED: ("Whisper (own decoder), fine-tuned on the training set", "greedy")}  # fmt: skip
 # recipe aac: hypothesis label (after the set name) -> system
 CAPTION_SYSTEMS = {REFINE: "LLM-based + CLAP-Refine", RETRIEVAL: "nearest training caption (contrastive)",
                    MOST_FREQUENT: "most frequent training caption"}  # fmt: skip
@@ -131,46 +125,18 @@ def translation_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     return score_rows
 
 
-def _decoding(beam: str) -> str:
-    return "greedy" if beam == "1" else f"beam {beam}"
-
-
-def _beam_width(label: str) -> int | None:
-    """N of a label ``beam<N>``, else None."""
-    width = label.removeprefix("beam")
-    return int(width) if label.startswith("beam") and width.isdigit() else None
-
-
-def _label_order(label: str) -> tuple[int, int, str]:
-    """A system's beams by width, then the other readings in READINGS' order, then any other
-    label by name."""
-    width = _beam_width(label)
-    if width is not None:
-        return 0, width, ""
-    known = list(READINGS)
-    return (1, known.index(label), "") if label in known else (2, 0, label)
-
-
-def _wer_system(system: str, label: str) -> tuple[str, str]:
-    """The results table's system name and decoding of a hypothesis label."""
-    if label in READINGS:
-        return READINGS[label]
-    width = _beam_width(label)
-    return SYSTEMS.get(system, system), label if width is None else _decoding(str(width))
-
-
 def results_table(metrics: dict, train: dict | None) -> str:
     """Markdown: one row per system and decoding, one WER column per set."""
     sets = sorted({k.split(".", 1)[0] for system in metrics.values() for k in system})
     lines = ["| system | decoding | " + " | ".join(f"WER {s} (%)" for s in sets) + " |",
              "|---|---|" + "---|" * len(sets)]
     for system, results in metrics.items():
-        for label in sorted({k.split(".", 1)[1] for k in results}, key=_label_order):
+        for label in sorted({k.split(".", 1)[1] for k in results}, key=label_order):
             cells = []
             for s in sets:
                 r = results.get(f"{s}.{label}")
                 cells.append(f"{100 * r['wer']:.1f}" if r else "missing")
-            name, decoding = _wer_system(system, label)
+            name, decoding = wer_system(system, label)
             lines.append(f"| {name} | {decoding} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + training_line(train)
 
@@ -192,7 +158,7 @@ def captions_table(metrics: dict, train: dict | None) -> str:
                  for name, summary in results.items()]  # fmt: skip
     rows = sorted(summaries, key=order)
     for set_name, label, summary in rows:
-        system = CAPTION_SYSTEMS.get(label) or f"LLM-based, {_decoding(label.removeprefix('beam'))}"
+        system = CAPTION_SYSTEMS.get(label) or f"LLM-based, {decoding_name(label.removeprefix('beam'))}"
         cells = []
         for key in CAPTION_COLUMNS:
             value = summary.get(key)
@@ -217,7 +183,7 @@ def translation_table(metrics: dict, train: dict | None) -> str:
             elif label in TRANSLATION_SYSTEMS:
                 order, text = 1 + list(TRANSLATION_SYSTEMS).index(label), TRANSLATION_SYSTEMS[label]
             else:
-                order, text = 0, f"SRT (chain of thought), {_decoding(label.removeprefix('beam'))}"
+                order, text = 0, f"SRT (chain of thought), {decoding_name(label.removeprefix('beam'))}"
             rows.append((set_name, order, text, summary))
     for set_name, _, system, s in sorted(rows, key=lambda r: r[:3]):
         wer = "—" if s.get("transcript_wer") is None else f"{100 * s['transcript_wer']:.1f}"

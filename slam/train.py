@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from slam.distributed import (
     wrap_for_training,
 )
 from slam.metrics import score_wer
-from slam.model import SpeechLLM, build_speech_llm
+from slam.model import MODEL, SpeechLLM, build_speech_llm
 from slam.recipes import recipe_of
 from slam.tracking import start_run
 from slam.tuning import uses_cache
@@ -65,7 +66,6 @@ from slam.utils import (
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-MODEL = "model"
 TRAINABLE = "trainable.safetensors"
 STATE = "trainer_state.pt"
 BEST = "best"  # the evaluated checkpoint with the lowest dev WER (train.keep_best)
@@ -434,8 +434,8 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
             state["mlflow_run_id"] = run.info.run_id
             if ckpt is None:  # a resumed run logged it already
                 mlflow.log_param("trainable_params", n_trainable)
-        state = _loop(cfg, net, model, optimizer, scheduler, batches, dev_dataset, dev_batches,
-                      wer_cuts, device, ckpt_dir, state)
+        state = TrainingRun(cfg, device, model, net, optimizer, scheduler, batches, dev_dataset, dev_batches,
+                            wer_cuts, ckpt_dir, state).loop()
         final_dev = state["dev_curve"][-1] if state["dev_curve"] else {}
         final_dev = {k: v for k, v in final_dev.items() if k.startswith("dev_")}
         best = None
@@ -481,21 +481,54 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     return summary
 
 
-def _loop(
-    cfg, net, model, optimizer, scheduler, batches, dataset, dev_batches, wer_cuts, device, ckpt_dir, state
-):
-    """Steps until ``train.max_steps``; ``net`` runs forward/backward, ``model`` is the bare model."""
-    tc = cfg.train
-    window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
-    start = time.monotonic() - state["elapsed"]
-    micro = 0
-    batches.dataset.step = state["step"]
-    for batch in batches:
-        if state["step"] >= tc.max_steps:
-            break
-        with autocast(cfg.runtime, device):
-            out = net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                      encoded=dataset.encoder is None, instructions=batch.get("instructions"))
+@dataclass
+class TrainingRun:
+    """What one training run holds while it steps. ``state`` is what a checkpoint saves
+    (step, samples, minutes, epoch position, curves, best dev WER, MLflow run id)."""
+
+    cfg: SlamConfig
+    device: torch.device
+    model: SpeechLLM  # the bare model
+    net: torch.nn.Module  # what runs forward/backward: DDP, FSDP or the model itself
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    batches: Batches
+    dev_dataset: AudioTextDataset
+    dev_batches: list[CutSet]
+    wer_cuts: CutSet | None  # dev cuts decoded free-running at each evaluation
+    ckpt_dir: Path
+    state: dict[str, Any]
+    window: dict[str, float] = field(default_factory=dict)  # sums since the last log line
+
+    def loop(self) -> dict[str, Any]:
+        """Steps until ``train.max_steps``: forward and backward per batch, an optimizer step
+        every ``grad_accum`` batches, then logging, dev evaluation and checkpoints on their
+        schedules."""
+        tc = self.cfg.train
+        start = time.monotonic() - self.state["elapsed"]
+        self.window = _empty_window()
+        self.batches.dataset.step = self.state["step"]
+        for micro, batch in enumerate(self.batches, 1):
+            if self.state["step"] >= tc.max_steps:
+                break
+            self.forward_backward(batch)
+            if micro % tc.grad_accum:
+                continue
+            self.optimizer_step(time.monotonic() - start)
+            step = self.state["step"]
+            if step % tc.log_every == 0:
+                self.log_window()
+            if step % tc.eval_every == 0 or step == tc.max_steps:
+                self.evaluate()
+            if step % tc.checkpoint_every == 0 or step == tc.max_steps:
+                save_checkpoint(self.ckpt_dir, self.net, self.optimizer, self.scheduler, self.state)
+        return self.state
+
+    def forward_backward(self, batch: dict[str, Any]) -> None:
+        tc, window, device = self.cfg.train, self.window, self.device
+        with autocast(self.cfg.runtime, device):
+            out = self.net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
+                           encoded=self.dev_dataset.encoder is None, instructions=batch.get("instructions"))
         objective = out["loss"]
         if "ctc_loss" in out:
             objective = objective + tc.ctc_weight * out["ctc_loss"]
@@ -505,45 +538,50 @@ def _loop(
         window["correct"] += out["correct"].item()
         window["tokens"] += out["tokens"].item()
         window["samples"] += len(batch["ids"])
-        micro += 1
-        if micro % tc.grad_accum:
-            continue
-        torch.nn.utils.clip_grad_norm_(model.trainable_state().values(), tc.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+
+    def optimizer_step(self, elapsed: float) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.trainable_state().values(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self.state
         state["step"] += 1
-        batches.dataset.step = state["step"]
-        state["elapsed"] = time.monotonic() - start
-        state["epoch"], state["in_epoch"] = batches.epoch, batches.in_epoch
-        step = state["step"]
-        if step % tc.log_every == 0:
-            keys = list(window)
-            window = dict(zip(keys, sum_over_ranks([window[k] for k in keys])))  # global batch
-            state["samples"] += int(window["samples"])
-            row = {"step": step, "samples": state["samples"], "minutes": round(state["elapsed"] / 60, 3),
-                   "loss": window["loss"] / max(window["tokens"], 1),
-                   "acc": window["correct"] / max(window["tokens"], 1),
-                   "ctc_loss": window["ctc"] / max(window["samples"], 1),
-                   "lr": scheduler.get_last_lr()[0],
-                   "utt_per_s": window["samples"] / max(state["elapsed"] - state.get("_t", 0), 1e-6)}
-            state["_t"] = state["elapsed"]
-            state["curve"].append(row)
-            if is_main():
-                mlflow.log_metrics({f"train_{k}": v for k, v in row.items() if k != "step"}, step=step)
-            log.info("step %d loss %.3f acc %.3f ctc %.3f lr %.2e %.1f utt/s", step, row["loss"],
-                     row["acc"], row["ctc_loss"], row["lr"], row["utt_per_s"])
-            window = {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}
-        if step % tc.eval_every == 0 or step == tc.max_steps:
-            dev = evaluate(net, dev_batches, dataset, cfg, device, wer_cuts)
-            state["dev_curve"].append({"step": step, "samples": state["samples"],
-                                       "minutes": round(state["elapsed"] / 60, 3), **dev})
-            if is_main():
-                mlflow.log_metrics(dev, step=step)
-            log.info("step %d dev %s", step, " ".join(f"{k[4:]} {v:.3f}" for k, v in dev.items()))
-            if "dev_wer" in dev and dev["dev_wer"] < state.get("best_dev_wer", math.inf):
-                state["best_dev_wer"], state["best_step"] = dev["dev_wer"], step
-                save_best(ckpt_dir, net, state)
-        if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-            save_checkpoint(ckpt_dir, net, optimizer, scheduler, state)
-    return state
+        self.batches.dataset.step = state["step"]
+        state["elapsed"] = elapsed
+        state["epoch"], state["in_epoch"] = self.batches.epoch, self.batches.in_epoch
+
+    def log_window(self) -> None:
+        """One row of the training curve: the sums since the last row, over every rank."""
+        state, keys = self.state, list(self.window)
+        window = dict(zip(keys, sum_over_ranks([self.window[k] for k in keys])))  # global batch
+        state["samples"] += int(window["samples"])
+        row = {"step": state["step"], "samples": state["samples"], "minutes": round(state["elapsed"] / 60, 3),
+               "loss": window["loss"] / max(window["tokens"], 1),
+               "acc": window["correct"] / max(window["tokens"], 1),
+               "ctc_loss": window["ctc"] / max(window["samples"], 1),
+               "lr": self.scheduler.get_last_lr()[0],
+               "utt_per_s": window["samples"] / max(state["elapsed"] - state.get("_t", 0), 1e-6)}
+        state["_t"] = state["elapsed"]
+        state["curve"].append(row)
+        if is_main():
+            mlflow.log_metrics({f"train_{k}": v for k, v in row.items() if k != "step"}, step=row["step"])
+        log.info("step %d loss %.3f acc %.3f ctc %.3f lr %.2e %.1f utt/s", row["step"], row["loss"],
+                 row["acc"], row["ctc_loss"], row["lr"], row["utt_per_s"])
+        self.window = _empty_window()
+
+    def evaluate(self) -> None:
+        """Dev loss and free-running dev WER; the weights of the best dev WER so far are kept."""
+        state, step = self.state, self.state["step"]
+        dev = evaluate(self.net, self.dev_batches, self.dev_dataset, self.cfg, self.device, self.wer_cuts)
+        state["dev_curve"].append({"step": step, "samples": state["samples"],
+                                   "minutes": round(state["elapsed"] / 60, 3), **dev})
+        if is_main():
+            mlflow.log_metrics(dev, step=step)
+        log.info("step %d dev %s", step, " ".join(f"{k[4:]} {v:.3f}" for k, v in dev.items()))
+        if "dev_wer" in dev and dev["dev_wer"] < state.get("best_dev_wer", math.inf):
+            state["best_dev_wer"], state["best_step"] = dev["dev_wer"], step
+            save_best(self.ckpt_dir, self.net, state)
+
+
+def _empty_window() -> dict[str, float]:
+    return {"loss": 0.0, "correct": 0, "tokens": 0, "samples": 0, "ctc": 0.0}

@@ -36,7 +36,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from slam.cache import INFO, load_cached_cuts
 from slam.config import ConfigError, SlamConfig
 from slam.data import AudioTextDataset, batches_of, cut_text
-from slam.decode import RUN_FILE, write_hyps
+from slam.hyps import FINETUNED, RUN_FILE, write_hyps
 from slam.metrics import score_wer
 from slam.model import IGNORE_INDEX
 from slam.recipes import recipe_of
@@ -45,7 +45,6 @@ from slam.utils import atomic_write_json, autocast, seed_everything, setup_runti
 
 log = logging.getLogger(__name__)
 
-FINETUNED = "finetuned"  # hypothesis label: <set>.finetuned.jsonl
 SUMMARY = "finetune.json"  # beside the hypotheses: steps, minutes, the dev WER curve, the kept step
 SEED = 0
 NUM_BUCKETS = 10  # as train.num_buckets' default

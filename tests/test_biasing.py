@@ -261,7 +261,8 @@ def test_run_key_and_train_stage_params_follow_the_training_keys(tiny_cfg):
 # -- end to end --------------------------------------------------------------------------------
 def test_biasing_train_decode_score(tiny_cfg):
     from slam.cache import build_cache
-    from slam.decode import decode, decode_baseline, read_hyps
+    from slam.decode import decode, decode_baseline
+    from slam.hyps import read_hyps
     from slam.score import score
     from slam.train import MODEL, train
 

@@ -134,7 +134,8 @@ def test_scenes_source_and_an_unknown_source(tmp_path):
 def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
     from slam.cache import build_cache
     from slam.corpora import prepare_corpus
-    from slam.decode import decode, decode_baseline, read_hyps
+    from slam.decode import decode, decode_baseline
+    from slam.hyps import read_hyps
     from slam.score import score
     from slam.train import MODEL, train
 
@@ -186,7 +187,8 @@ def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
     from slam import data
     from slam.cache import build_cache
     from slam.corpora import prepare_corpus
-    from slam.decode import decode, read_hyps
+    from slam.decode import decode
+    from slam.hyps import read_hyps
     from slam.score import score
     from slam.train import MODEL, train
 

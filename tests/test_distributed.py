@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from slam.cache import build_cache
 from slam.config import as_dict
-from slam.decode import read_hyps
+from slam.hyps import read_hyps
 from slam.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 import slam.cache
 from slam.cache import build_cache, load_cached_cuts
 from slam.config import SlamConfig, as_dict
-from slam.decode import decode, read_hyps
+from slam.decode import decode
+from slam.hyps import read_hyps
 from slam.model import SpeechLLM
 from slam.train import CHECKPOINTS, MODEL, TRAINABLE, train
 

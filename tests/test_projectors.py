@@ -242,3 +242,28 @@ def test_posterior_inputs_need_the_ctc_head(tiny_cfg) -> None:
         build_speech_llm(tiny_cfg, encoder_dim=32)
     with pytest.raises(ValueError, match="projector.blank_skip"):
         to_config({"projector": {"blank_skip": 1.5}})
+
+
+def test_utterance_norm_takes_out_what_a_recording_shares(tiny_cfg) -> None:
+    """Each row is normalised over its own frames: a per-recording offset and gain on every
+    channel (a speaker's or channel's constant colouring) gives the same projector input, and a
+    padded row equals the row alone."""
+    from slam.model import build_speech_llm, normalise_utterances
+
+    torch.manual_seed(0)
+    speech = torch.randn(1, 7, 32)
+    coloured = speech * (0.5 + 3 * torch.rand(32)) + torch.randn(32) * 5
+    padded = torch.cat([coloured, torch.zeros(1, 3, 32)], dim=1)
+    both = normalise_utterances(torch.cat([torch.cat([speech, torch.zeros(1, 3, 32)], 1), padded]),
+                                torch.tensor([7, 7]))
+    torch.testing.assert_close(both[0], both[1], atol=1e-4, rtol=1e-4)
+    assert both[:, 7:].abs().sum() == 0  # padding stays empty
+    torch.testing.assert_close(both[0, :7], normalise_utterances(speech, torch.tensor([7]))[0])
+    assert float(both[0, :7].mean(0).abs().max()) < 1e-5
+    assert float((both[0, :7].std(0, unbiased=False) - 1).abs().max()) < 1e-3
+
+    tiny_cfg.projector.utterance_norm = True
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    plain, _ = model.audio_embeddings(torch.cat([speech, torch.zeros(1, 3, 32)], 1), torch.tensor([7]), True)
+    moved, _ = model.audio_embeddings(padded, torch.tensor([7]), True)
+    torch.testing.assert_close(plain, moved, atol=1e-4, rtol=1e-4)

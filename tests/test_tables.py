@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from slam.cache import build_cache
 from slam.cli import main as slam_main
 from slam.config import SlamConfig
-from slam.decode import RUN_FILE, decode, decode_baseline
+from slam.decode import decode, decode_baseline
+from slam.hyps import RUN_FILE
 from slam.score import score
 from slam.tables import MISSING, SEVERAL, build_table, parse_spec
 from slam.tracking import DVC_LOCK_ARTIFACT, DVC_STAGES_ARTIFACT

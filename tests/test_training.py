@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from slam.cache import build_cache, load_cached_cuts
 from slam.data import AudioTextDataset, cut_text
-from slam.decode import decode, decode_baseline, read_hyps
+from slam.decode import decode, decode_baseline
+from slam.hyps import read_hyps
 from slam.model import IGNORE_INDEX, build_speech_llm
 from slam.score import score
 from slam.train import CHECKPOINTS, MODEL, ctc_warmup, train

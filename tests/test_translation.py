@@ -143,7 +143,8 @@ def test_french_asterisk_prompts_carry_the_english_text(tmp_path):
 def test_st_recipe_end_to_end(tiny_cfg, tmp_path):
     from slam.cache import build_cache
     from slam.corpora import prepare_corpus
-    from slam.decode import decode, decode_baseline, read_hyps
+    from slam.decode import decode, decode_baseline
+    from slam.hyps import read_hyps
     from slam.score import score
     from slam.train import train
 

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from slam.cache import build_cache
 from slam.cli import main as slam_cli
-from slam.decode import decode, read_hyps
+from slam.decode import decode
+from slam.hyps import read_hyps
 from slam.inference import EXPORT_MARKER, export_merged, load_trained
 from slam.model import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
 from slam.registry import UnknownComponentError

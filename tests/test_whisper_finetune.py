@@ -16,7 +16,8 @@ import slam.whisper_finetune as wf
 from slam.cache import build_cache, load_cached_cuts
 from slam.config import ConfigError, SlamConfig
 from slam.data import batches_of, cut_text, load_cuts
-from slam.decode import RUN_FILE, decode_baseline, read_hyps
+from slam.decode import decode_baseline
+from slam.hyps import RUN_FILE, read_hyps
 from slam.metrics import score_wer
 from slam.model import IGNORE_INDEX
 from slam.score import score

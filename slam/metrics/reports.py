@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slam.config import SlamConfig
+from slam.hyps import label_order, wer_system
 from slam.metrics.biasing import score_biasing
 from slam.metrics.mer import score_mer
 from slam.metrics.wer import score_wer
@@ -179,16 +180,15 @@ def _columns(cfg: SlamConfig) -> dict[str, tuple[str, Path]]:
     """Every hypothesis file of both systems: ``<system>.<set>.<label>`` -> (column heading,
     file), in the results table's order (the LLM's beams, the CTC head, then Whisper's beams and
     its fine-tuned decoder)."""
-    from slam.score import _label_order, _wer_system  # here: slam.score imports this module
 
     found = []
     for rank, (system, directory) in enumerate(_systems(cfg).items()):
         for path in sorted(directory.glob("*.jsonl")) if directory.exists() else []:
             set_name, _, label = path.name.removesuffix(".jsonl").partition(".")
             condition, _, reading = label.rpartition(".")  # asr_bias: "<condition>.beam<N>"
-            name, decoding = _wer_system(system, reading)  # named as in the results table
+            name, decoding = wer_system(system, reading)  # named as in the results table
             heading = ", ".join(filter(None, (name, condition, decoding)))
-            order = (set_name, rank, condition, _label_order(reading))
+            order = (set_name, rank, condition, label_order(reading))
             found.append((order, f"{system}.{set_name}.{label}", heading, path))
     return {key: (heading, path) for _, key, heading, path in sorted(found, key=lambda f: f[0])}
 

@@ -31,7 +31,7 @@ from slam.captioning import (
 )
 from slam.config import ConfigError, SlamConfig
 from slam.data import AudioTextDataset, cut_text, load_cuts
-from slam.decode import RUN_FILE, read_hyps, write_hyps
+from slam.hyps import RUN_FILE, read_hyps, write_hyps
 from slam.model import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.base import AssetWriter, Recipe, TrainingRows, Transcribe

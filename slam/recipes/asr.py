@@ -16,11 +16,12 @@ from slam.config import SlamConfig
 from slam.data import AudioTextDataset
 from slam.decode import ctc_readings, decode_whisper
 from slam.distributed import is_main
+from slam.hyps import FINETUNED
 from slam.model import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.base import Recipe, Transcribe
 from slam.score import WER_SCORING, Scoring
-from slam.whisper_finetune import FINETUNED, clear_finetuned, finetune_whisper
+from slam.whisper_finetune import clear_finetuned, finetune_whisper
 
 
 def whisper_baseline(cfg: SlamConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from slam.config import SlamConfig
 from slam.data import AudioTextDataset, batches_of, cut_text
-from slam.decode import write_hyps
+from slam.hyps import write_hyps
 from slam.model import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.asr import whisper_baseline
