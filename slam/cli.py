@@ -45,9 +45,9 @@ def _tables(args: argparse.Namespace) -> None:
                          ui_url=args.ui_url, png=not args.no_png)
     for name, table in tables.items():
         cells = [c for row in table.cells for c in row]
-        filled = sum(c.run is not None for c in cells)
-        print(f"{args.out}/{name}.md: {filled} of {len(cells)} cells from runs, "
-              f"{len(cells) - filled} missing")
+        filled = sum(c.filled for c in cells)
+        print(f"{args.out}/{name}.md: {filled} of {len(cells)} cells filled (by a run in the store "
+              f"or the committed table), {len(cells) - filled} missing")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ import csv
 import io
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves the local store
 MISSING = "missing"
 ANY = "*"  # a match value that accepts any value (e.g. projector.k of a Q-Former row)
 SEVERAL = "†"  # marks a cell where more than one finished run matched
-CSV_FIELDS = ["table", "row", "column", "metric", "value", "display", "run_id", "n_runs"]
+CSV_FIELDS = ["table", "row", "column", "metric", "value", "display", "run_id", "experiment_id", "n_runs"]
 _SPEC_KEYS = {"name", "title", "filter", "metric", "scale", "format", "rows", "columns",
               "row_header", "note"}
 
@@ -67,12 +68,13 @@ class TableSpec:
 class Cell:
     metric: str
     value: float | None = None  # metric x scale; None: no run
-    run: Run | None = None
+    run_id: str = ""  # the run the value comes from ("": none)
+    experiment_id: str = ""
     n_runs: int = 0  # finished runs that matched and had the metric
 
     @property
-    def run_id(self) -> str:
-        return self.run.info.run_id if self.run else ""
+    def filled(self) -> bool:
+        return bool(self.run_id)
 
 
 @dataclass
@@ -244,16 +246,51 @@ def build_table(spec: TableSpec, runs: list[Run], source: str = "") -> Table:
             found.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id), reverse=True)
             cell = Cell(metric=metric, n_runs=len(found))
             if found:
-                cell.run = found[0]
+                cell.run_id, cell.experiment_id = found[0].info.run_id, found[0].info.experiment_id
                 cell.value = found[0].data.metrics[metric] * spec.scale
             line.append(cell)
         cells.append(line)
     return Table(spec, cells, source)
 
 
+def committed_cells(out_dir: Path, name: str) -> dict[tuple[str, str], Cell]:
+    """The filled cells of the table as written before (``<name>.csv``), by (row, column).
+
+    An MLflow store holds the runs of one machine; the committed tables are all a fresh clone
+    has of the others'. Tables written before the CSV kept experiment ids take them from the
+    markdown's links."""
+    path = out_dir / f"{name}.csv"
+    if not path.is_file():
+        return {}
+    md = (out_dir / f"{name}.md").read_text() if (out_dir / f"{name}.md").is_file() else ""
+    cells = {}
+    for row in csv.DictReader(io.StringIO(path.read_text())):
+        if not row.get("run_id") or not row.get("value"):
+            continue
+        experiment = row.get("experiment_id") or next(
+            iter(re.findall(rf"/experiments/([^/]+)/runs/{re.escape(row['run_id'])}\b", md)), "")
+        cells[row["row"], row["column"]] = Cell(row["metric"], float(row["value"]), row["run_id"], experiment,
+                                                int(row.get("n_runs") or 1))  # fmt: skip
+    return cells
+
+
+def keep_committed(table: Table, committed: dict[tuple[str, str], Cell]) -> int:
+    """Fill each cell the store has no run for from the committed table (same row, column and
+    metric), so an empty or partial store never turns a filled cell into "missing". Returns
+    how many cells were kept."""
+    kept = 0
+    for row, cells in zip(table.spec.rows, table.cells):
+        for j, (label, cell) in enumerate(zip(table.column_labels(), cells)):
+            old = committed.get((row.label, label))
+            if not cell.filled and old is not None and old.metric == cell.metric:
+                cells[j] = old
+                kept += 1
+    return kept
+
+
 # -- rendering ---------------------------------------------------------------------------------
-def run_url(ui_url: str, run: Run) -> str:
-    return f"{ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+def run_url(ui_url: str, cell: Cell) -> str:
+    return f"{ui_url.rstrip('/')}/#/experiments/{cell.experiment_id}/runs/{cell.run_id}"
 
 
 def _md(text: str) -> str:
@@ -269,11 +306,11 @@ def render_markdown(table: Table, ui_url: str = DEFAULT_UI) -> str:
     for row, cells in zip(spec.rows, table.cells):
         shown = []
         for cell in cells:
-            if cell.run is None:
+            if not cell.filled:
                 shown.append(MISSING)
                 continue
             mark = SEVERAL if cell.n_runs > 1 else ""
-            shown.append(f"{table.display(cell)}{mark} ([{cell.run_id[:7]}]({run_url(ui_url, cell.run)}))")
+            shown.append(f"{table.display(cell)}{mark} ([{cell.run_id[:7]}]({run_url(ui_url, cell)}))")
         lines.append("| " + " | ".join([_md(row.label), *shown]) + " |")
     metrics = sorted({c.metric for cells in table.cells for c in cells})
     scale = f" × {spec.scale:g}" if spec.scale != 1 else ""
@@ -299,7 +336,7 @@ def render_csv(table: Table) -> str:
             writer.writerow({"table": table.spec.name, "row": row.label, "column": label,
                              "metric": cell.metric, "value": "" if cell.value is None else repr(cell.value),
                              "display": table.display(cell), "run_id": cell.run_id,
-                             "n_runs": cell.n_runs})
+                             "experiment_id": cell.experiment_id, "n_runs": cell.n_runs})
     return out.getvalue()
 
 
@@ -322,7 +359,7 @@ def render_png(table: Table, path: Path) -> Path:
                       vmax=vmax if vmax > vmin else vmin + 1)
     for i, cells in enumerate(table.cells):
         for j, cell in enumerate(cells):
-            text = MISSING if cell.run is None else f"{table.display(cell)}\n{cell.run_id[:7]}"
+            text = MISSING if not cell.filled else f"{table.display(cell)}\n{cell.run_id[:7]}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0})
     ax.set_xticks(range(len(spec.columns)), table.column_labels(), rotation=20, ha="right", fontsize=8)
@@ -371,6 +408,10 @@ def make_tables(
     tables = {}
     for spec in specs:
         table = build_table(spec, runs, source=f"MLflow experiment `{experiment}`")
+        kept = keep_committed(table, committed_cells(out, spec.name))
+        if kept:
+            log.info("%s: %d cells kept from the committed table (no run for them in %s)",
+                     spec.name, kept, uri)
         atomic_write_text(out / f"{spec.name}.md", render_markdown(table, ui_url))
         atomic_write_text(out / f"{spec.name}.csv", render_csv(table))
         if png:

@@ -256,3 +256,34 @@ def test_the_shipped_specs_parse():
     llm_dirs = {Path(yaml.safe_load(p.read_text())["path"]).name
                 for p in (Path(__file__).resolve().parents[1] / "params" / "llm").glob("*.yaml")}
     assert {c.label for c in table1.columns} <= llm_dirs
+
+
+def test_the_committed_tables_rebuild_byte_for_byte_from_an_empty_store(tmp_path):
+    """A fresh clone has no MLflow store: `make tables` must leave every committed table as it
+    is (md, csv and png), every filled cell kept from the committed CSV, never "missing"."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "tables"
+    out.mkdir()
+    for path in (repo / "tables").iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    slam_main(["tables", "--specs", str(repo / "params" / "tables.yaml"), "--out", str(out),
+               "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"])
+    committed = sorted((repo / "tables").iterdir())
+    assert [p.name for p in committed if (out / p.name).read_bytes() != p.read_bytes()] == []
+
+
+def test_a_run_in_the_store_replaces_the_committed_cell_and_an_empty_one_does_not(tmp_path):
+    from slam.tables import committed_cells, keep_committed, render_csv
+
+    spec = parse_spec({"name": "t", "metric": "wer",
+                       "rows": {"key": "tag.projector", "values": ["linear", "qformer"]}})
+    out = tmp_path / "tables"
+    out.mkdir()
+    before = build_table(spec, [_fake_run("old", 1, metrics={"wer": 0.5}, projector="linear"),  # type: ignore[list-item]
+                                _fake_run("q", 1, metrics={"wer": 0.7}, projector="qformer")])
+    (out / "t.csv").write_text(render_csv(before))
+    after = build_table(spec, [_fake_run("new", 2, metrics={"wer": 0.4}, projector="linear")])  # type: ignore[list-item]
+    assert keep_committed(after, committed_cells(out, "t")) == 1
+    (linear,), (qformer,) = after.cells
+    assert (linear.run_id, linear.value) == ("new", 0.4)  # the store's newer run wins
+    assert (qformer.run_id, qformer.value, qformer.experiment_id) == ("q", 0.7, "1")  # kept, not "missing"
