@@ -50,7 +50,7 @@ from slam.distributed import (
 )
 from slam.metrics import score_wer
 from slam.model import MODEL, SpeechLLM, build_speech_llm
-from slam.recipes import recipe_of
+from slam.recipes import Recipe, recipe_of
 from slam.tracking import start_run
 from slam.tuning import uses_cache
 from slam.utils import (
@@ -361,6 +361,38 @@ def train(cfg: SlamConfig) -> dict:
         return _train(cfg, device)
 
 
+def _model_and_cuts(
+    cfg: SlamConfig, recipe: Recipe, use_cache: bool
+) -> tuple[SpeechLLM, CutSet, CutSet, dict[str, int]]:
+    """A fresh model and the train and dev cuts it reads: cached encoder outputs, or audio
+    (then cuts longer than the encoder's window are an error, or with ``corpus.skip_bad`` left
+    out and counted per set in the last item)."""
+    if use_cache:
+        model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
+        return model, load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev"), {}
+    model = build_speech_llm(cfg, with_encoder=True)
+    window = model.encoder.window_seconds  # longer audio would be cut short in the step
+    sets, skipped = {}, {}
+    for name in ("train", "dev"):
+        cuts = load_cuts(cfg.corpus.dir, name)
+        sets[name], n = drop_too_long(cuts, window, cfg.corpus.skip_bad, f"set {name}")
+        if n:
+            skipped[name] = n
+    return model, sets["train"], sets["dev"], skipped
+
+
+def _dev_sets(cfg: SlamConfig, dev_cuts: CutSet) -> tuple[list[CutSet], CutSet | None]:
+    """The dev loss's fixed batches (``train.dev_max_cuts``) and the cuts decoded free-running
+    for the dev WER (``train.dev_wer_cuts``; None: no dev WER)."""
+    tc = cfg.train
+    dev_batches = list(DynamicBucketingSampler(
+        dev_cuts.subset(first=min(tc.dev_max_cuts, len(dev_cuts))),
+        max_duration=tc.max_duration, num_buckets=2, shuffle=False, world_size=1, rank=0,
+    ))  # fmt: skip
+    n_wer = min(tc.dev_wer_cuts, len(dev_cuts))
+    return dev_batches, dev_cuts.subset(first=n_wer) if n_wer else None
+
+
 def _train(cfg: SlamConfig, device: torch.device) -> dict:
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.train.dir)
@@ -369,18 +401,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     key = run_key(cfg)
     recipe = recipe_of(cfg)
     use_cache = uses_cache(cfg)
-    skipped_too_long: dict[str, int] = {}
-
-    if use_cache:
-        train_cuts, dev_cuts = load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev")
-        model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
-    else:
-        train_cuts, dev_cuts = load_cuts(cfg.corpus.dir, "train"), load_cuts(cfg.corpus.dir, "dev")
-        model = build_speech_llm(cfg, with_encoder=True)
-        window = model.encoder.window_seconds  # longer audio would be cut short in the step
-        train_cuts, too_long_train = drop_too_long(train_cuts, window, cfg.corpus.skip_bad, "set train")
-        dev_cuts, too_long_dev = drop_too_long(dev_cuts, window, cfg.corpus.skip_bad, "set dev")
-        skipped_too_long = {k: n for k, n in (("train", too_long_train), ("dev", too_long_dev)) if n}
+    model, train_cuts, dev_cuts, skipped_too_long = _model_and_cuts(cfg, recipe, use_cache)
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -393,14 +414,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, rows.instruction, rows.target,
                                    rows.features)  # fmt: skip
     dev_dataset.step = cfg.train.max_steps
-    dev_batches = list(
-        DynamicBucketingSampler(
-            dev_cuts.subset(first=min(cfg.train.dev_max_cuts, len(dev_cuts))),
-            max_duration=cfg.train.max_duration, num_buckets=2, shuffle=False, world_size=1, rank=0,
-        )
-    )
-    n_wer = min(cfg.train.dev_wer_cuts, len(dev_cuts))
-    wer_cuts = dev_cuts.subset(first=n_wer) if n_wer else None
+    dev_batches, wer_cuts = _dev_sets(cfg, dev_cuts)
     if model.ctc_blank is not None:
         model.restrict_ctc(dataset.token_set(train_cuts))
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
