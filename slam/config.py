@@ -68,6 +68,9 @@ class CorpusConfig:
     dev_fraction: float = 0.05
     test_fraction: float = 0.08
     engines: list[str] = field(default_factory=lambda: ["espeak", "flite", "festival"])
+    # relative share of utterances per engine (an engine not named: 1), e.g. {kokoro: 0.1} for
+    # a slow neural engine; empty: every engine alike (the draw of an unweighted corpus)
+    engine_weights: dict[str, float] = field(default_factory=dict)
     min_words: int = 4
     max_words: int = 16
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;

@@ -363,6 +363,27 @@ def test_held_out_voices_never_speak_a_training_sentence():
         plan_renderings(sentences, engines, seed=0, held_out=["a", "b"])
 
 
+def test_engine_weights_set_each_engines_share_and_leave_the_unweighted_draw_alone():
+    from slam.config import ConfigError
+    from slam.corpora.tts import TtsEngine, plan_renderings
+
+    class Engine(TtsEngine):
+        def pitch_range(self, voice: str) -> tuple[float, float]:
+            return (100.0, 120.0)
+
+    engines = {"fast": (Engine(), ["v1"]), "slow": (Engine(), ["n1", "n2"])}
+    sentences = {"train": [f"sentence {i}" for i in range(2000)]}
+    plain = plan_renderings(sentences, engines, seed=0)
+    assert plan_renderings(sentences, engines, seed=0, weights={}) == plain  # corpora made before stay
+    share = sum(j.engine == "slow" for j in plain) / len(plain)
+    assert 0.45 < share < 0.55
+    weighted = plan_renderings(sentences, engines, seed=0, weights={"slow": 0.1})
+    share = sum(j.engine == "slow" for j in weighted) / len(weighted)
+    assert 0.06 < share < 0.13  # 0.1 / 1.1
+    with pytest.raises(ConfigError, match="engine_weights.*'kokoro'"):
+        plan_renderings(sentences, engines, seed=0, weights={"kokoro": 0.1})
+
+
 def test_stage_outputs_are_the_same_bytes_when_rebuilt(tiny_cfg, monkeypatch) -> None:
     """A rerun on the same inputs writes the same files (so DVC sees no new outputs): manifests
     without gzip's write time; the cache's HDF5 (h5py stores no time stamps of its own here)."""

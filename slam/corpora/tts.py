@@ -369,11 +369,22 @@ def plan_renderings(
     engines: dict[str, tuple[TtsEngine, list[str]]],
     seed: int,
     held_out: Iterable[str] = (),
+    weights: dict[str, float] | None = None,
 ) -> list[RenderJob]:
     """One job per sentence (per repeat): engine, voice, speed and pitch drawn with ``seed``.
     Training sentences never draw a ``held_out`` voice (an engine name holds out all of its
-    voices); dev and test draw from every voice and flag the held-out ones."""
+    voices); dev and test draw from every voice and flag the held-out ones. ``weights``: each
+    engine's relative share (1 for an engine not named)."""
     held = held_out_check(held_out, engines)
+    unknown = sorted(set(weights or {}) - set(engines))
+    if unknown or any(w < 0 for w in (weights or {}).values()):
+        raise ConfigError(f"corpus.engine_weights: {weights} names engines not in use ({unknown}) or a "
+                          f"negative weight; engines in use: {sorted(engines)}")  # fmt: skip
+
+    def draw(rng: random.Random, names: list[str]) -> str:
+        if not weights:  # the unweighted draw, so corpora made before weights existed stay the same
+            return rng.choice(names)
+        return rng.choices(names, weights=[weights.get(n, 1.0) for n in names])[0]
 
     def is_held(engine: str, voice: str) -> bool:
         return engine in held or f"{engine}:{voice}" in held
@@ -387,10 +398,10 @@ def plan_renderings(
         for sentence in sentences.get(split, []):
             key = hashlib.sha256(text_mod.sentence_key(sentence).encode()).hexdigest()[:12]
             if split == "train" and held:
-                engine_name = rng.choice([n for n in names if training_voices[n]])
+                engine_name = draw(rng, [n for n in names if training_voices[n]])
                 engine, voices = engines[engine_name][0], training_voices[engine_name]
             else:
-                engine_name = rng.choice(names)
+                engine_name = draw(rng, names)
                 engine, voices = engines[engine_name]
             voice = rng.choice(voices)
             low, high = engine.pitch_range(voice)
@@ -531,7 +542,7 @@ def speak_sentences(
     throughput) for ``stats.json``. Shared by the tts and parallel sources."""
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
     engines = available_engines(cfg.engines, cfg.language)
-    jobs = plan_renderings(sentences, engines, cfg.seed, cfg.held_out_voices)
+    jobs = plan_renderings(sentences, engines, cfg.seed, cfg.held_out_voices, cfg.engine_weights)
     report = render(
         jobs, audio_dir, {n: e for n, (e, _) in engines.items()}, cfg.num_workers, cfg.sample_rate
     )
