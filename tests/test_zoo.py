@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import math
+import shutil
 import struct
 import zipfile
 from pathlib import Path
@@ -536,7 +537,7 @@ def test_failed_import_leaves_no_model_dir(tmp_path, test_importer) -> None:
     assert (tmp_path / "zoo" / "m" / "weights.bin").read_bytes() == b"new"
 
 
-def test_build_zoo_writes_summary(tmp_path, test_importer) -> None:
+def test_build_zoo_writes_summary(tmp_path, test_importer, monkeypatch) -> None:
     (tmp_path / "src").mkdir()
     models = [
         ZooModelConfig(name=n, importer="test_write", source=[str(tmp_path / "src")]) for n in ("a", "b")
@@ -546,6 +547,13 @@ def test_build_zoo_writes_summary(tmp_path, test_importer) -> None:
     assert on_disk == summary
     assert [m["name"] for m in on_disk["models"]] == ["a", "b"]
     assert on_disk["models"][0]["importer"] == "test_write" and on_disk["models"][0]["params"] == 1
+    # a DVC output: a rerun on the same inputs writes the same bytes (no timings in it)
+    first = (tmp_path / "zoo" / "zoo.json").read_bytes()
+    shutil.rmtree(tmp_path / "zoo")
+    clock = iter(range(0, 1000, 7))  # a slower machine: every import takes 7 s
+    monkeypatch.setattr("slam.zoo.time.perf_counter", lambda: float(next(clock)))
+    build_zoo(SlamConfig(zoo=ZooConfig(dir=str(tmp_path / "zoo"), models=models)))
+    assert (tmp_path / "zoo" / "zoo.json").read_bytes() == first
     with pytest.raises(ValueError, match="unique"):
         build_zoo(SlamConfig(zoo=ZooConfig(dir=str(tmp_path / "zoo"), models=models + models[:1])))
 
