@@ -18,6 +18,7 @@ test: setup
 	python -m pytest -q
 
 ui: setup
+	python -m slam.cli import --tracking-uri "$(MLFLOW_URI)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --backend-store-uri "$(MLFLOW_URI)" \
 	  --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port 5000 --workers 1
 
@@ -27,6 +28,7 @@ lint: setup
 # The paper's tables from the MLflow runs (specs: params/tables.yaml) into tables/.
 .PHONY: tables grid ablation grid-start
 tables: setup
+	python -m slam.cli import --tracking-uri "$(MLFLOW_URI)"
 	python -m slam.cli tables --tracking-uri "$(MLFLOW_URI)"
 
 # The Table I grid (2 Whisper encoders x 3 LLMs = 6 runs), queued as DVC experiments, not run;

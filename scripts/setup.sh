@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   fluidsynth fluid-soundfont-gm timgm6mb-soundfont  # the music-captioning corpus (two SoundFonts)
   abcmidi  # plays the music21 folk tunes (ABC) as MIDI: the folk music-captioning corpus
   asterisk-core-sounds-fr asterisk-core-sounds-fr-wav  # the speech-translation recipe's real test set
+  chromium  # the MLflow UI test looks at `make ui` in headless Chromium, as a person would
 )
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

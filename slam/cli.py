@@ -50,6 +50,17 @@ def _tables(args: argparse.Namespace) -> None:
               f"or the committed table), {len(cells) - filled} missing")
 
 
+def _import(args: argparse.Namespace) -> None:
+    from slam.config import SlamConfig
+    from slam.records import import_records
+    from slam.tracking import tracking_uri
+
+    uri = args.tracking_uri or tracking_uri(SlamConfig())
+    summary = import_records(uri, args.root)
+    print(f"{uri}: {summary.imported} runs imported from the records under {args.root}, "
+          f"{summary.present} there already")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="slam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
                    "else http://127.0.0.1:5000 as `make ui` serves it)")
     p.add_argument("--no-png", action="store_true", help="skip the heatmaps")
     p.set_defaults(run=_tables)
+    p = commands.add_parser("import", help="load the committed run records into an MLflow store")
+    p.add_argument("--root", default="metrics", help="folder searched for <run>/record.json")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the repo)")
+    p.set_defaults(run=_import)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TypeVar
 
 import mlflow
 from lhotse.cut import Cut
+from mlflow.tracking import MlflowClient
 
 from slam.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
 from slam.config import SlamConfig
@@ -23,7 +25,8 @@ from slam.metrics.captions import score_captions
 from slam.metrics.reports import run_reports
 from slam.plots import learning_curve, score_bars
 from slam.recipes import recipe_of
-from slam.tracking import log_dvc_lock, start_run
+from slam.records import RECORD_PATH_TAG, RECORDS_DIR, export_record
+from slam.tracking import dvc_root, log_dvc_lock, start_run, tracking_uri
 from slam.translation import CASCADE, MMT_GOLD, split_output, translation_of
 from slam.utils import atomic_write_json, atomic_write_text
 
@@ -217,19 +220,31 @@ TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "tra
                               translation_table, ("bleu", "BLEU", 1))  # fmt: skip
 
 
+def write_records(cfg: SlamConfig, metrics_dir: Path, run_ids: dict[str, str]) -> None:
+    """The committed record of each scored system's run (slam.records), beside its metrics;
+    the metrics folder's own files are referenced, not copied."""
+    client = MlflowClient(tracking_uri(cfg))
+    references = [p for p in metrics_dir.iterdir() if p.is_file()]
+    for system, run_id in run_ids.items():
+        folder = metrics_dir / RECORDS_DIR / system
+        client.set_tag(run_id, RECORD_PATH_TAG, os.path.relpath(folder.resolve(), dvc_root().resolve()))
+        export_record(client, run_id, folder, references=references)
+
+
 def score(cfg: SlamConfig) -> dict:
     metrics_dir = Path(cfg.score.dir) / cfg.recipe
     errors_root = Path(cfg.train.dir) / "errors"
     scoring = recipe_of(cfg).scoring()
     score_rows = scoring.rows(cfg)
-    metrics = {}
+    metrics, run_ids = {}, {}
     for system, directory in (("llm", Path(cfg.decode.dir)), (scoring.baseline, Path(cfg.baseline.dir))):
         if not directory.exists():
             continue
         metrics[system] = score_system(directory, errors_root / system, score_rows)
         run_file = directory / RUN_FILE
         if run_file.exists():
-            with start_run(cfg, system, run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
+            run_ids[system] = json.loads(run_file.read_text())["mlflow_run_id"]
+            with start_run(cfg, system, run_id=run_ids[system]):
                 for name, summary in metrics[system].items():
                     mlflow.log_metrics({f"{key}_{name.replace('.', '_')}": summary[key]
                                         for key in scoring.logged
@@ -245,11 +260,11 @@ def score(cfg: SlamConfig) -> dict:
     atomic_write_text(metrics_dir / "results.md", table)
     figures = [score_bars(metrics, metrics_dir / "scores.png", *scoring.bars),
                learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]
-    run_file = Path(cfg.decode.dir) / RUN_FILE
-    if run_file.exists():  # the figures and table belong to the trained system's run
-        with start_run(cfg, "llm", run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
+    if "llm" in run_ids:  # the figures and table belong to the trained system's run
+        with start_run(cfg, "llm", run_id=run_ids["llm"]):
             for figure in filter(None, figures):
                 mlflow.log_artifact(str(figure), "figures")
             mlflow.log_artifact(str(metrics_dir / "results.md"))
+    write_records(cfg, metrics_dir, run_ids)
     print(table)
     return metrics

@@ -26,6 +26,7 @@ import yaml
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from slam.records import RECORD_FILE, RECORD_PATH_TAG
 from slam.utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ DEFAULT_UI = "http://127.0.0.1:5000"  # where `make ui` serves the local store
 MISSING = "missing"
 ANY = "*"  # a match value that accepts any value (e.g. projector.k of a Q-Former row)
 SEVERAL = "†"  # marks a cell where more than one finished run matched
-CSV_FIELDS = ["table", "row", "column", "metric", "value", "display", "run_id", "experiment_id", "n_runs"]
+CSV_FIELDS = ["table", "row", "column", "metric", "value", "display", "run_id", "experiment_id", "n_runs",
+              "record"]
 _SPEC_KEYS = {"name", "title", "filter", "metric", "scale", "format", "rows", "columns",
               "row_header", "note"}
 
@@ -71,6 +73,7 @@ class Cell:
     run_id: str = ""  # the run the value comes from ("": none)
     experiment_id: str = ""
     n_runs: int = 0  # finished runs that matched and had the metric
+    record: str = ""  # the run's committed record folder (slam.records), relative to the repo
 
     @property
     def filled(self) -> bool:
@@ -247,6 +250,7 @@ def build_table(spec: TableSpec, runs: list[Run], source: str = "") -> Table:
             cell = Cell(metric=metric, n_runs=len(found))
             if found:
                 cell.run_id, cell.experiment_id = found[0].info.run_id, found[0].info.experiment_id
+                cell.record = found[0].data.tags.get(RECORD_PATH_TAG, "")
                 cell.value = found[0].data.metrics[metric] * spec.scale
             line.append(cell)
         cells.append(line)
@@ -270,7 +274,8 @@ def committed_cells(out_dir: Path, name: str) -> dict[tuple[str, str], Cell]:
         experiment = row.get("experiment_id") or next(
             iter(re.findall(rf"/experiments/([^/]+)/runs/{re.escape(row['run_id'])}\b", md)), "")
         cells[row["row"], row["column"]] = Cell(row["metric"], float(row["value"]), row["run_id"], experiment,
-                                                int(row.get("n_runs") or 1))  # fmt: skip
+                                                int(row.get("n_runs") or 1),
+                                                row.get("record") or "")  # fmt: skip
     return cells
 
 
@@ -310,7 +315,9 @@ def render_markdown(table: Table, ui_url: str = DEFAULT_UI) -> str:
                 shown.append(MISSING)
                 continue
             mark = SEVERAL if cell.n_runs > 1 else ""
-            shown.append(f"{table.display(cell)}{mark} ([{cell.run_id[:7]}]({run_url(ui_url, cell)}))")
+            record = f", [record](../{cell.record}/{RECORD_FILE})" if cell.record else ""
+            link = f"[{cell.run_id[:7]}]({run_url(ui_url, cell)})"
+            shown.append(f"{table.display(cell)}{mark} ({link}{record})")
         lines.append("| " + " | ".join([_md(row.label), *shown]) + " |")
     metrics = sorted({c.metric for cells in table.cells for c in cells})
     scale = f" × {spec.scale:g}" if spec.scale != 1 else ""
@@ -320,7 +327,8 @@ def render_markdown(table: Table, ui_url: str = DEFAULT_UI) -> str:
               f"each row and column adds its own tags/params (params/tables.yaml, `{spec.name}`).",
               "",
               f"Each cell is the most recent finished run (by start time) that matches, with its "
-              f"run id; {SEVERAL} marks cells where several runs matched (count in `{spec.name}.csv`). "
+              f"run id (its page in `make ui`) and its committed record; {SEVERAL} marks cells "
+              f"where several runs matched (count in `{spec.name}.csv`). "
               f"\"{MISSING}\": no finished run matches."]
     if spec.note:
         lines += ["", spec.note.strip()]
@@ -336,7 +344,8 @@ def render_csv(table: Table) -> str:
             writer.writerow({"table": table.spec.name, "row": row.label, "column": label,
                              "metric": cell.metric, "value": "" if cell.value is None else repr(cell.value),
                              "display": table.display(cell), "run_id": cell.run_id,
-                             "experiment_id": cell.experiment_id, "n_runs": cell.n_runs})
+                             "experiment_id": cell.experiment_id, "n_runs": cell.n_runs,
+                             "record": cell.record})
     return out.getvalue()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow.tracking import MlflowClient
 
 from slam.config import SlamConfig, as_dict
 
@@ -55,12 +56,17 @@ def tracking_uri(cfg: SlamConfig) -> str:
 
 def setup_tracking(cfg: SlamConfig) -> str:
     """Point MLflow at the store and the experiment; return the experiment id."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    return experiment_id_for(MlflowClient(uri), cfg.tracking.experiment, artifact_location(uri))
+
+
+def experiment_id_for(client: MlflowClient, name: str, location: str | None = None) -> str:
+    """The id of experiment ``name``, created (artifacts at ``location``) if it does not exist."""
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(cfg.tracking.experiment,
-                                    artifact_location=artifact_location(tracking_uri(cfg)))
+    return client.create_experiment(name, artifact_location=location)
 
 
 def artifact_location(uri: str) -> str | None:

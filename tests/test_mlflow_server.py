@@ -1,4 +1,5 @@
-"""The MLflow server, started as `make ui` starts it, serves the runs the pipeline logs.
+"""The MLflow server, started as `make ui` starts it, serves the runs the pipeline logs and the
+committed run records, and a browser shows them.
 
 A run is logged through slam.tracking into a SQLite store, then `mlflow server` is started
 over that store and its REST API must return the run with its tags, params and metric.
@@ -6,15 +7,21 @@ over that store and its REST API must return the run with its tags, params and m
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -66,6 +73,28 @@ def stop(server: subprocess.Popen) -> None:
         server.wait(timeout=15)
 
 
+@contextlib.contextmanager
+def served(uri: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow server` over the store at ``uri``, as the Makefile's `ui` target starts it (no
+    job execution, which would need extra services; one worker); yields its URL and process."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
+           "--default-artifact-root", (tmp_path / "mlartifacts").as_uri(),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with log.open("w") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                  start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{base}/health", server, log)
+        yield base, server
+    finally:
+        stop(server)
+
+
 def test_server_serves_the_logged_run(tmp_path):
     db = tmp_path / "mlflow.db"
     cfg = SlamConfig()
@@ -75,20 +104,7 @@ def test_server_serves_the_logged_run(tmp_path):
     run_id = run.info.run_id
     mlflow.set_tracking_uri(None)  # the rest of the test talks to the server only
 
-    port = free_port()
-    log = tmp_path / "server.log"
-    # as the Makefile's `ui` target: no job execution (it would need extra services), one worker
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", cfg.tracking.uri,
-           "--default-artifact-root", (tmp_path / "mlartifacts").as_uri(),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log.open("w") as out:
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                  start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{base}/health", server, log)
+    with served(cfg.tracking.uri, tmp_path) as (base, server):
         experiments = call(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})
         ids = {e["name"]: e["experiment_id"] for e in experiments["experiments"]}
         assert cfg.tracking.experiment in ids
@@ -105,6 +121,43 @@ def test_server_serves_the_logged_run(tmp_path):
         assert params["projector.k"] == str(cfg.projector.k) and params["llm.path"] == cfg.llm.path
         artifacts = call(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
         assert "config.json" in {f["path"] for f in artifacts.get("files", [])}
-    finally:
-        stop(server)
     assert server.poll() is not None
+
+
+def page_text(url: str, tmp_path: Path) -> str:
+    """What a person sees at ``url``: the page rendered by headless Chromium (scripts run),
+    as plain text."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: `make setup` installs it (Debian package chromium)"
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=30000",
+                          "--window-size=1600,4000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=180)
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", out.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+def test_the_ui_of_a_fresh_clone_shows_the_committed_grid(tmp_path):
+    """`make ui` on a fresh clone: the committed run records are imported into an empty store,
+    the server started over it, and MLflow's own compare view, opened in a browser, lists the
+    Table I grid's runs with their encoder and LLM; a run's page shows its WER."""
+    from slam.cli import main as slam_main
+    from slam.records import find_records, load_record
+
+    repo = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    slam_main(["import", "--root", str(repo / "metrics"), "--tracking-uri", uri])
+    grid = [load_record(p) for p in find_records(repo / "metrics" / "grid") if p.parent.name == "llm"]
+    assert len(grid) >= 5
+    with served(uri, tmp_path) as (base, _):
+        ids = [r["run_id"] for r in grid]
+        query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps(["1"])})
+        text = page_text(f"{base}/#/compare-runs?{query}", tmp_path)
+        assert f"Comparing {len(ids)} Runs" in text, text[:2000]
+        assert "Run ID: " + " ".join(ids) in text
+        for tag in ("encoder", "llm"):  # one row per tag, one value per run, in the runs' order
+            assert f" {tag} " + " ".join(r["tags"][tag] for r in grid) + " " in text, tag
+        first = grid[0]
+        text = page_text(f"{base}/#/experiments/1/runs/{first['run_id']}", tmp_path)
+        wer = first["metrics"]["wer_test_beam1"][-1][1]
+        assert f"wer_test_beam1 {wer!r}" in text or f"wer_test_beam1 {wer:.4g}" in text, text[:3000]

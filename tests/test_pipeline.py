@@ -77,6 +77,11 @@ def test_repro_then_noop_then_experiment(project):
     assert metrics["llm"]["test.beam1"]["utterances"] > 0
     assert 0 <= metrics["whisper"]["test.beam1"]["wer"]
     assert "WER test" in (project / "metrics/asr/results.md").read_text()
+    # the pipeline leaves each system's run record for git, named by its place in the repo
+    for system in ("llm", "whisper"):
+        record = json.loads((project / f"metrics/asr/runs/{system}/record.json").read_text())
+        assert record["tags"]["slam.record"] == f"metrics/asr/runs/{system}"
+        assert record["metrics"]["wer_test_beam1"][-1][1] == metrics[system]["test.beam1"]["wer"]
 
     out = run(["dvc", "repro"], project)
     assert "Running stage" not in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -102,7 +103,8 @@ SPEC = {
     "columns": [{"label": "LLM test", "match": {"tag.system": "llm"}, "metric": "wer_test_beam1"},
                 {"label": "Whisper test", "match": {"tag.system": "whisper"}, "metric": "wer_test_beam1"}],
 }
-CELL = re.compile(r"^(?P<display>\S+?)(?P<several>†?) \(\[(?P<short>[0-9a-f]{7})\]\((?P<url>[^)]+)\)\)$")
+CELL = re.compile(r"^(?P<display>\S+?)(?P<several>†?) \(\[(?P<short>[0-9a-f]{7})\]\((?P<url>[^)]+)\)"
+                  r"(?:, \[record\]\((?P<record>[^)]+)\))?\)$")
 
 
 def read_markdown(path: Path) -> dict[tuple[str, str], str]:
@@ -157,6 +159,10 @@ def test_tables_from_the_grid(grid, tmp_path):
         assert m["display"] == row["display"] and row["run_id"].startswith(m["short"])
         assert m["url"].startswith("http://mlflow.test/#/experiments/") and m["url"].endswith(row["run_id"])
         assert (m["several"] == SEVERAL) == (int(row["n_runs"]) > 1)
+        # and to the run's committed record (DVC_ROOT plays the repo the tables/ folder is in)
+        link = os.path.normpath(grid["root"] / "dvc-without-lock" / "tables" / m["record"])
+        record = json.loads(Path(link).read_text())
+        assert record["run_id"] == row["run_id"]
     assert "most recent finished run" in (out / "grid.md").read_text()
 
 
@@ -258,16 +264,22 @@ def test_the_shipped_specs_parse():
     assert {c.label for c in table1.columns} <= llm_dirs
 
 
-def test_the_committed_tables_rebuild_byte_for_byte_from_an_empty_store(tmp_path):
+@pytest.mark.parametrize("store", ["empty", "imported"])
+def test_the_committed_tables_rebuild_byte_for_byte(store, tmp_path):
     """A fresh clone has no MLflow store: `make tables` must leave every committed table as it
-    is (md, csv and png), every filled cell kept from the committed CSV, never "missing"."""
+    is (md, csv and png), whether the store is empty (every filled cell kept from the committed
+    CSV, never "missing") or holds the committed run records (`make tables` imports them)."""
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "tables"
     out.mkdir()
     for path in (repo / "tables").iterdir():
         (out / path.name).write_bytes(path.read_bytes())
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    if store == "imported":
+        slam_main(["import", "--root", str(repo / "metrics"), "--tracking-uri", uri])
+        assert len(MlflowClient(uri).search_runs(["1"])) >= 20  # the committed records
     slam_main(["tables", "--specs", str(repo / "params" / "tables.yaml"), "--out", str(out),
-               "--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}"])
+               "--tracking-uri", uri])
     committed = sorted((repo / "tables").iterdir())
     assert [p.name for p in committed if (out / p.name).read_bytes() != p.read_bytes()] == []
 
@@ -287,3 +299,53 @@ def test_a_run_in_the_store_replaces_the_committed_cell_and_an_empty_one_does_no
     (linear,), (qformer,) = after.cells
     assert (linear.run_id, linear.value) == ("new", 0.4)  # the store's newer run wins
     assert (qformer.run_id, qformer.value, qformer.experiment_id) == ("q", 0.7, "1")  # kept, not "missing"
+
+
+def test_the_score_stage_leaves_records_that_a_fresh_store_imports_as_the_same_runs(grid, tmp_path):
+    """Each scored system's run is committed as a record beside its metrics; importing the
+    records into an empty store gives the same run ids with the same params, tags, metric
+    histories and hypothesis files, never the weights; a second import adds nothing."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from slam.records import RECORD_ID_TAG, find_records, import_records, load_record
+
+    source = MlflowClient(grid["uri"])
+    records = find_records(grid["root"])
+    a = grid["runs"]["a"]
+    run_ids = {i for run in grid["runs"].values() for i in run["ids"].values()}
+    assert {load_record(p)["run_id"] for p in records} == run_ids
+    llm_folder = Path(a["cfg"].score.dir) / "asr" / "runs" / "llm"
+    record = load_record(llm_folder)
+    assert not any(k.startswith("mlflow.") for k in record["tags"])  # no user name, no script path
+    assert "hyps/test.beam1.jsonl" in record["artifacts"]
+    assert not any(k.startswith("model/") for k in record["artifacts"])  # never the weights
+    assert record["artifacts"]["results.md"] == "../../results.md"  # the committed table, not a copy
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert import_records(uri, grid["root"]).imported == len(records)
+    fresh = MlflowClient(uri)
+    for run_id in a["ids"].values():
+        old, new = source.get_run(run_id), fresh.get_run(run_id)
+        assert new.data.params == old.data.params and new.data.metrics == old.data.metrics
+        own_tags = {k: v for k, v in old.data.tags.items() if not k.startswith("mlflow.")}
+        assert own_tags.items() <= new.data.tags.items()
+        assert new.data.tags[RECORD_ID_TAG] == run_id and new.info.status == "FINISHED"
+        for key in old.data.metrics:
+            history = [(m.step, m.value) for m in source.get_metric_history(run_id, key)]
+            assert [(m.step, m.value) for m in fresh.get_metric_history(run_id, key)] == history
+    # the run's own repository: MLflow caches repositories by run id, and this process has
+    # the source store's run of the same id
+    repository = get_artifact_repository(fresh.get_run(a["ids"]["llm"]).info.artifact_uri)
+    hyps = {f.path for f in repository.list_artifacts("hyps")}
+    assert "hyps/test.beam1.jsonl" in hyps
+    assert import_records(uri, grid["root"]).imported == 0
+    experiment = fresh.get_experiment_by_name(record["experiment"]).experiment_id
+    assert len(fresh.search_runs([experiment])) == len(records)
+
+
+def test_a_broken_record_is_named(tmp_path):
+    from slam.records import load_record
+
+    (tmp_path / "record.json").write_text('{"format": 1, "run_id": "x"}')
+    with pytest.raises(ValueError, match=r"record.json lacks \['experiment', 'params', 'metrics', 'tags'\]"):
+        load_record(tmp_path)
