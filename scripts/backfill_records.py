@@ -35,6 +35,7 @@ from slam.utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_META = ("step", "samples", "minutes")
+SCORES = ("scores.json", "wer.json")  # the score stage's output, named wer.json before captioning
 
 
 def snapshots() -> list[tuple[Path, Path]]:
@@ -45,9 +46,10 @@ def snapshots() -> list[tuple[Path, Path]]:
         if "experiments" in folder.parts:
             continue
         recipe = yaml.safe_load(params.read_text()).get("recipe", "asr")
-        metrics = folder / recipe if (folder / recipe / "scores.json").is_file() else folder
-        if (metrics / "scores.json").is_file():
-            found.append((folder, metrics))
+        for metrics in (folder / recipe, folder):
+            if any((metrics / name).is_file() for name in SCORES):
+                found.append((folder, metrics))
+                break
     return found
 
 
@@ -112,7 +114,7 @@ def backfill(folder: Path, metrics_dir: Path, cells: list[dict], seen: dict[str,
     params = yaml.safe_load((folder / "params.yaml").read_text())
     commit = commit_of(folder)
     lock = yaml.safe_load((folder / "dvc.lock").read_text()) if (folder / "dvc.lock").is_file() else {}
-    scores = json.loads((metrics_dir / "scores.json").read_text())
+    scores = json.loads(next(metrics_dir / n for n in SCORES if (metrics_dir / n).is_file()).read_text())
     written = []
     for system, summaries in scores.items():
         out = metrics_dir / RECORDS_DIR / system
@@ -127,6 +129,7 @@ def backfill(folder: Path, metrics_dir: Path, cells: list[dict], seen: dict[str,
             metrics.update(curve(metrics_dir / "train_curve.csv", "train_"))
             metrics.update(curve(metrics_dir / "dev_curve.csv", ""))
             for name, artifact in (("results.md", "results.md"), ("scores.png", "figures/scores.png"),
+                                   ("wer.png", "figures/wer.png"),
                                    ("learning_curve.png", "figures/learning_curve.png"),
                                    ("train.json", "metrics/train.json"),
                                    ("train_curve.csv", "metrics/train_curve.csv"),
