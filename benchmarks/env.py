@@ -24,11 +24,11 @@ import torch
 from lhotse import CutSet, Recording, SupervisionSegment
 from lhotse.cut import MonoCut
 
-from slam.cache import INFO, build_cache, load_cached_cuts
 from slam.config import EncoderConfig, SlamConfig, load_config, to_config
-from slam.data import ENCODER_OUT, load_cuts, manifest_path
-from slam.model import ASSETS_INFO
-from slam.train import MODEL
+from slam.data.cache import INFO, build_cache, load_cached_cuts
+from slam.data.cuts import ENCODER_OUT, load_cuts, manifest_path
+from slam.model.speech_llm import ASSETS_INFO
+from slam.train.loop import MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def check_cache(env: Env) -> None:
     info = Path(env.cfg.cache.dir) / INFO
     if not info.exists():
         env.notes.append(f"no encoder cache in {env.cfg.cache.dir}: the cuts the benchmarks use are "
-                         "encoded into a scratch cache first (slam.cache.encode_set)")
+                         "encoded into a scratch cache first (slam.data.cache.encode_set)")
 
 
 def tiny_env(work: Path, sizes: Sizes, notes: list[str]) -> Env:
@@ -180,7 +180,7 @@ def write_tone_corpus(directory: Path, sets: dict[str, int], seed: int = 0) -> N
 
 # -- cached encoder outputs --------------------------------------------------------------------
 def cached_set(env: Env, name: str) -> CutSet:
-    """``slam.cache.load_cached_cuts``, tolerating a cache whose info predates config keys that
+    """``slam.data.cache.load_cached_cuts``, tolerating a cache whose info predates config keys that
     were added later with their default values (the outputs are the same; noted in the results)."""
     cfg = env.cfg
     try:
@@ -194,7 +194,7 @@ def cached_set(env: Env, name: str) -> CutSet:
         if not same or any(wanted[k] != defaults[k] for k in added):
             raise
         note = (f"the encoder cache's info.json predates the encoder config keys {added} (all at their "
-                "defaults), so slam.cache.load_cached_cuts refuses it; the benchmarks read it anyway")
+                "defaults), so slam.data.cache.load_cached_cuts refuses it; the benchmarks read it anyway")
         if note not in env.notes:
             env.notes.append(note)
         root = cache_dir.resolve()
@@ -213,8 +213,8 @@ def cached_subset(env: Env, name: str, ids: list[str]) -> CutSet:
     if (Path(env.cfg.cache.dir) / INFO).exists():
         by_id = {c.id: c for c in cached_set(env, name) if c.id in set(ids)}
         return CutSet.from_cuts(by_id[i] for i in ids)
-    from slam.cache import encode_set
-    from slam.encoders import build_encoder
+    from slam.data.cache import encode_set
+    from slam.model.encoders import build_encoder
 
     raw = load_cuts(env.cfg.corpus.dir, name)
     wanted = set(ids)

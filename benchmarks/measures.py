@@ -23,12 +23,12 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 from torch import nn
 
 from benchmarks.env import Env, cached_set, cached_subset, peak_rss_mb, reset_peak, rss_mb, spread
-from slam.cache import INFO, cache_dim
-from slam.data import ENCODER_OUT, AudioTextDataset, batches_of, cut_text, load_cuts
-from slam.encoders import build_encoder
-from slam.metrics.wer import score_wer
-from slam.model import IGNORE_INDEX, SpeechLLM, build_speech_llm, load_assets
-from slam.train import Batches, make_optimizer, warmup_loss
+from slam.data.cache import INFO, cache_dim
+from slam.data.cuts import ENCODER_OUT, AudioTextDataset, batches_of, cut_text, load_cuts
+from slam.model.encoders import build_encoder
+from slam.model.speech_llm import IGNORE_INDEX, SpeechLLM, build_speech_llm, load_assets
+from slam.score.metrics.wer import score_wer
+from slam.train.loop import Batches, make_optimizer, warmup_loss
 from slam.utils import autocast, seed_everything
 
 DEVICE = torch.device("cpu")
@@ -42,15 +42,15 @@ def _stats(xs: list[float]) -> dict[str, float]:
             "n": len(xs)}
 
 
-# -- models and batches, as slam.train / slam.decode make them --------------------------------
+# -- models and batches, as slam.train.loop / slam.decode.stage make them --------------------------------
 def training_model(env: Env, with_encoder: bool) -> SpeechLLM:
-    """What slam.train builds: with the encoder for in-step encoding, else for cached inputs."""
+    """What slam.train.loop builds: with the encoder for in-step encoding, else for cached inputs."""
     seed_everything(env.cfg.train.seed)
     if with_encoder:
         model = build_speech_llm(env.cfg, with_encoder=True)
     else:
         model = build_speech_llm(env.cfg, encoder_dim=encoder_dim(env))
-    if model.ctc_blank is not None:  # slam.train's CTC classes: the training transcripts' tokens
+    if model.ctc_blank is not None:  # slam.train.loop's CTC classes: the training transcripts' tokens
         train_cuts = load_cuts(env.cfg.corpus.dir, "train")
         model.restrict_ctc(AudioTextDataset(model.tokenizer).token_set(train_cuts))
     return model.to(DEVICE).train()
@@ -63,7 +63,7 @@ def encoder_dim(env: Env) -> int:
 
 
 def decoding_model(env: Env) -> tuple[SpeechLLM, bool]:
-    """What slam.decode builds over cached inputs, with the trained assets when there are any."""
+    """What slam.decode.stage builds over cached inputs, with the trained assets when there are any."""
     model = build_speech_llm(env.cfg, encoder_dim=encoder_dim(env))
     trained = False
     if env.assets:
@@ -76,7 +76,7 @@ def decoding_model(env: Env) -> tuple[SpeechLLM, bool]:
 
 
 def train_batches(env: Env, n: int) -> list[tuple[CutSet, CutSet]]:
-    """The first ``n`` batches of an epoch of slam.train's sampler: (raw cuts, cached cuts)."""
+    """The first ``n`` batches of an epoch of slam.train.loop's sampler: (raw cuts, cached cuts)."""
     raw = load_cuts(env.cfg.corpus.dir, "train")
     sampler = Batches(raw, None, env.cfg).sampler  # type: ignore[arg-type]  # only its sampler
     picked: list[CutSet] = []
@@ -93,7 +93,7 @@ def train_batches(env: Env, n: int) -> list[tuple[CutSet, CutSet]]:
 
 def train_step(model: SpeechLLM, batch: dict[str, Any], optimizer: torch.optim.Optimizer, env: Env,
                encoded: bool) -> None:
-    """One optimiser step exactly as slam.train._loop takes it (autocast, CTC term, clipping)."""
+    """One optimiser step exactly as slam.train.loop._loop takes it (autocast, CTC term, clipping)."""
     tc = env.cfg.train
     with autocast(env.cfg.runtime, DEVICE):
         out = model(batch["inputs"].to(DEVICE), batch["lengths"].to(DEVICE), batch["targets"],
@@ -400,12 +400,12 @@ def cache_agreement(env: Env, outputs: dict[str, torch.Tensor], n: int = 3) -> d
 
 # -- 3: padding with dynamic bucketing vs fixed-size random batches ----------------------------
 def bench_padding(env: Env) -> dict[str, Section]:
-    """One epoch of slam.train's DynamicBucketingSampler vs SimpleCutSampler batches of the same
+    """One epoch of slam.train.loop's DynamicBucketingSampler vs SimpleCutSampler batches of the same
     mean size, shuffled: padded share of encoder frames and of LLM positions."""
     from transformers import AutoTokenizer
 
-    from slam.model import build_prompt
-    from slam.projectors import build_projector
+    from slam.model.projectors import build_projector
+    from slam.model.speech_llm import build_prompt
 
     cfg = env.cfg
     try:
@@ -459,14 +459,14 @@ def bench_padding(env: Env) -> dict[str, Section]:
 # -- 5: decoding real-time factor --------------------------------------------------------------
 def decode_batch_cuts(env: Env) -> CutSet:
     """One decoding batch: ``decode_batch`` cached test cuts spread over the set, in the
-    order slam.decode batches them (longest first)."""
+    order slam.decode.stage batches them (longest first)."""
     subset = spread(load_cuts(env.cfg.corpus.dir, "test"), env.sizes.decode_batch)
     cuts = cached_subset(env, "test", [c.id for c in subset])
     return next(iter(batches_of(cuts, len(cuts))))
 
 
 def bench_decode(env: Env) -> dict[str, Section]:
-    """slam.decode's transcribe on cached test cuts: one batch of 16 decoded whole, then its
+    """slam.decode.stage's transcribe on cached test cuts: one batch of 16 decoded whole, then its
     utterances one at a time (greedy and beam 4 alternating) until the time budget is spent."""
     cfg = env.cfg
     model, trained = decoding_model(env)
@@ -481,7 +481,7 @@ def bench_decode(env: Env) -> dict[str, Section]:
         texts = transcribe(batch, beams)
         seconds[("batched", beams)] = time.perf_counter() - start
         hyps[("batched", beams)] = {c.id: h for c, h in zip(ordered, texts)}
-    # joint CTC/LLM decoding (slam.ctc_prefix) on the same batch: the recipe's weight, or 0.5
+    # joint CTC/LLM decoding (slam.decode.ctc_prefix) on the same batch: the recipe's weight, or 0.5
     joint_weight = cfg.decode.ctc_weight or 0.5
     if model.ctc_blank is not None:
         joint = _transcriber(env, model, AudioTextDataset(model.tokenizer, None), joint_weight)
@@ -528,7 +528,7 @@ def bench_decode(env: Env) -> dict[str, Section]:
 def _transcriber(
     env: Env, model: SpeechLLM, dataset: AudioTextDataset, ctc_weight: float = 0.0
 ) -> Callable[[CutSet, int], list[str]]:
-    """slam.decode.decode's transcribe, over cached inputs (``ctc_weight``: joint CTC/LLM)."""
+    """slam.decode.stage.decode's transcribe, over cached inputs (``ctc_weight``: joint CTC/LLM)."""
 
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         return model.transcribe_batch(dataset[cuts], env.cfg.runtime, beams, env.cfg.decode.max_new_tokens,
@@ -540,9 +540,9 @@ def _transcriber(
 # -- hot paths, before and after ----------------------------------------------------------------
 def bench_hot_paths(env: Env) -> dict[str, Section]:
     """Sections ``ctc_classes``: the same cached training steps with the CTC loss over the whole
-    vocabulary (before) and over the training transcripts' tokens (after: slam.train), alternating;
+    vocabulary (before) and over the training transcripts' tokens (after: slam.train.loop), alternating;
     ``ctc_warmup``: seconds of compute per second of audio, a warm-up step (projector + CTC, no
-    LLM) against a joint step, both on slam.train's batches."""
+    LLM) against a joint step, both on slam.train.loop's batches."""
     sizes, tc = env.sizes, env.cfg.train
     model = training_model(env, with_encoder=False)
     if model.ctc_blank is None:
@@ -574,7 +574,7 @@ def bench_hot_paths(env: Env) -> dict[str, Section]:
                 "classes": {"full_vocab": vocab + 1, "training_tokens": len(restricted) + 1}},
     }
 
-    # warm-up steps as slam.train.ctc_warmup takes them (its batch size), then joint steps
+    # warm-up steps as slam.train.loop.ctc_warmup takes them (its batch size), then joint steps
     warm_sampler = DynamicBucketingSampler(load_cuts(env.cfg.corpus.dir, "train"), shuffle=True, seed=tc.seed,
                                            max_duration=tc.ctc_warmup_max_duration, num_buckets=4)
     warm_raw = list(itertools.islice(warm_sampler, sizes.train_steps + 1))

@@ -1,4 +1,4 @@
-"""Turn the pre-record snapshots under metrics/ into run records (slam.records), once.
+"""Turn the pre-record snapshots under metrics/ into run records (slam.track.records), once.
 
 Before the score stage wrote records, each committed pipeline run was a snapshot folder:
 ``params.yaml``, ``dvc.lock`` and ``commit.txt`` beside the metrics folder of its recipe
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from slam.records import FORMAT, RECORD_FILE, RECORDS_DIR
-from slam.tables import load_specs
-from slam.tracking import dvc_stage_hashes, flatten
+from slam.track.records import FORMAT, RECORD_FILE, RECORDS_DIR
+from slam.track.tables import load_specs
+from slam.track.tracking import dvc_stage_hashes, flatten
 from slam.utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

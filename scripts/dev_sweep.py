@@ -17,13 +17,13 @@ import json
 import time
 from pathlib import Path
 
-from slam.cache import cache_dim, load_cached_cuts
 from slam.config import load_config
-from slam.data import AudioTextDataset, batches_of
-from slam.inference import trained_config
-from slam.metrics import score_wer
-from slam.model import build_speech_llm, load_assets
-from slam.train import load_trainable
+from slam.data.cache import cache_dim, load_cached_cuts
+from slam.data.cuts import AudioTextDataset, batches_of
+from slam.decode.inference import trained_config
+from slam.model.speech_llm import build_speech_llm, load_assets
+from slam.score.metrics import score_wer
+from slam.train.loop import load_trainable
 from slam.utils import setup_runtime
 
 

@@ -23,9 +23,9 @@ from transformers import WhisperForConditionalGeneration, WhisperTokenizer
 from transformers.modeling_outputs import BaseModelOutput
 
 from slam.config import EncoderConfig
-from slam.data import cut_text
-from slam.encoders.whisper import WhisperEncoder
-from slam.metrics import score_wer
+from slam.data.cuts import cut_text
+from slam.model.encoders.whisper import WhisperEncoder
+from slam.score.metrics import score_wer
 
 # regime -> (encoder.context_seconds, keep only the true length's outputs)
 REGIMES = {

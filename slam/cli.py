@@ -19,7 +19,7 @@ TRUST_HELP = ("let the model's stored config turn on trust_remote_code (runs Pyt
 
 
 def _transcribe(args: argparse.Namespace) -> None:
-    from slam.inference import audio_inputs, cuts_from_inputs, load_trained, transcribe, write_results
+    from slam.decode.inference import audio_inputs, cuts_from_inputs, load_trained, transcribe, write_results
 
     inputs = audio_inputs(args.inputs)  # a wrong input fails now, not after loading the model
     cfg, model = load_trained(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
@@ -32,13 +32,13 @@ def _transcribe(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from slam.inference import export_merged
+    from slam.decode.inference import export_merged
 
     print(export_merged(args.model, args.out, trust_remote_code=args.trust_remote_code))
 
 
 def _tables(args: argparse.Namespace) -> None:
-    from slam.tables import make_tables
+    from slam.track.tables import make_tables
 
     tables = make_tables(specs_path=args.specs, out_dir=args.out, tracking_uri=args.tracking_uri,
                          experiment=args.experiment, names=args.names, where=args.where,
@@ -52,8 +52,8 @@ def _tables(args: argparse.Namespace) -> None:
 
 def _import(args: argparse.Namespace) -> None:
     from slam.config import SlamConfig
-    from slam.records import import_records
-    from slam.tracking import tracking_uri
+    from slam.track.records import import_records
+    from slam.track.tracking import tracking_uri
 
     uri = args.tracking_uri or tracking_uri(SlamConfig())
     summary = import_records(uri, args.root)

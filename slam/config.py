@@ -51,10 +51,10 @@ class ZooConfig:
 
 @dataclass
 class CorpusConfig:
-    """What the prepare stage builds (``slam.corpora.CORPORA`` names the builders)."""
+    """What the prepare stage builds (``slam.data.corpora.CORPORA`` names the builders)."""
 
     dir: str = "data/asr/corpus"
-    # what is synthesised (``slam.corpora.SYNTHESIZERS``): "tts" speech over sentences,
+    # what is synthesised (``slam.data.corpora.SYNTHESIZERS``): "tts" speech over sentences,
     # "parallel" speech over parallel text with translations (recipe st), "scenes" sound
     # scenes with several reference captions each (recipe aac), or "music"
     source: str = "tts"
@@ -74,7 +74,7 @@ class CorpusConfig:
     min_words: int = 4
     max_words: int = 16
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
-    # slam.corpora.channel), for real telephone speech such as asterisk_en
+    # slam.data.corpora.channel), for real telephone speech such as asterisk_en
     telephone_fraction: float = 0.0
     # voices no training utterance uses ("engine" for all its voices, or "engine:voice"):
     # dev and test keep them, flagged ``held_out``, so reports show unseen speakers apart
@@ -91,7 +91,7 @@ class CorpusConfig:
 
 @dataclass
 class EncoderConfig:
-    """``name`` picks the family from ``slam.encoders.ENCODERS``; ``path`` is an HF id or dir."""
+    """``name`` picks the family from ``slam.model.encoders.ENCODERS``; ``path`` is an HF id or dir."""
 
     name: str = "whisper"
     path: str = "models/whisper-tiny.en"
@@ -109,7 +109,7 @@ class EncoderConfig:
 
 @dataclass
 class ProjectorConfig:
-    """``name`` picks the projector from ``slam.projectors.PROJECTORS``; each uses some keys."""
+    """``name`` picks the projector from ``slam.model.projectors.PROJECTORS``; each uses some keys."""
 
     name: str = "linear"
     k: int = 5  # frames per LLM position (linear, conv1d)
@@ -119,7 +119,7 @@ class ProjectorConfig:
     qformer_layers: int = 2  # Q-Former layers, each with self- and cross-attention
     qformer_heads: int = 12
     qformer_hidden: int = 768
-    # What the LLM reads of the projected audio (both need the CTC head, slam.model.llm_audio):
+    # What the LLM reads of the projected audio (both need the CTC head, slam.model.speech_llm.llm_audio):
     # posterior_inputs: at each position the CTC head's expected token embedding (its posterior
     # over [token embeddings; blank] times that table; LegoSLM), which the LLM already knows how
     # to read, instead of the projection itself. blank_skip: drop the positions whose blank
@@ -142,7 +142,7 @@ class LLMConfig:
 
 @dataclass
 class PeftConfig:
-    """How the LLM is tuned: a name from ``slam.tuning.LLM_TUNINGS``.
+    """How the LLM is tuned: a name from ``slam.model.tuning.LLM_TUNINGS``.
 
     ``lora`` (adapters on ``target_modules``), ``prefix`` (peft prefix tuning with
     ``num_virtual_tokens``), ``none`` (frozen: projector only) or ``full`` (every weight).
@@ -200,7 +200,7 @@ class TrainConfig:
     ctc_warmup_lr: float = 2.0e-3
     ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
     # SpecAugment on the encoder outputs (cached or not) in training, warm-up included
-    # (slam.augment): ``spec_time_masks`` spans of up to ``spec_time_width`` frames (each at most
+    # (slam.data.augment): ``spec_time_masks`` spans of up to ``spec_time_width`` frames (each at most
     # ``spec_time_fraction`` of the batch's frames) and ``spec_feature_masks`` spans of up to
     # ``spec_feature_width`` channels are set to 0. 0 masks: off.
     spec_time_masks: int = 0
@@ -228,7 +228,7 @@ class DecodeConfig:
     num_beams: list[int] = field(default_factory=lambda: [1])  # 1 = greedy
     max_new_tokens: int = 64
     sets: list[str] = field(default_factory=lambda: ["test", "asterisk_en"])
-    # Joint CTC/LLM decoding (slam.ctc_prefix): the weight of the CTC head's prefix score
+    # Joint CTC/LLM decoding (slam.decode.ctc_prefix): the weight of the CTC head's prefix score
     # against the LLM's (0: the LLM alone), and how many of the LLM's best next tokens per
     # hypothesis it scores. Needs a model trained with a CTC head (train.ctc_weight or warm-up).
     ctc_weight: float = 0.0
@@ -241,7 +241,7 @@ class DecodeConfig:
 @dataclass
 class BaselineConfig(DecodeConfig):
     """The baseline stage: Whisper's own decoder as shipped, and (``finetune_minutes`` > 0, ASR
-    recipes) that decoder fine-tuned on the cached training encoder outputs (slam.whisper_finetune)."""
+    recipes) that decoder fine-tuned on the cached training encoder outputs (slam.train.whisper_finetune)."""
 
     dir: str = "exp/asr/baseline"
     # minutes of decoder training (evaluations not counted); 0: no fine-tuned row
@@ -258,7 +258,7 @@ class BaselineConfig(DecodeConfig):
 class ScoreConfig:
     dir: str = "metrics"
     normalizer: str = "english_v1"
-    # Extra sections of the results table, by name from ``slam.metrics.REPORTS``: "mer"
+    # Extra sections of the results table, by name from ``slam.score.metrics.REPORTS``: "mer"
     # (mixed error rate: CER on CJK characters, WER on the rest), "biasing" (the Table VII
     # analogue of the asr_bias recipe: WER, B-WER, U-WER and keyword recall per condition),
     # "breakdown" (WER of every system by synthesis engine, voice and utterance length; ASR only).
@@ -322,7 +322,7 @@ class CaptionConfig:
     seed: int = 0
     refine_beams: list[int] = field(default_factory=lambda: [2, 3, 4])  # subset of decode.num_beams
     meteor: bool = True  # METEOR needs Java (~10 s to start): off for quick runs
-    # DRCap's zero-shot setting (slam.drcap): the LLM trains on text only, from each caption's
+    # DRCap's zero-shot setting (slam.tasks.drcap): the LLM trains on text only, from each caption's
     # vector in the joint space (one position: projector.k 1) and `retrieved` similar training
     # captions in `zero_shot_prompt`; decoding feeds the audio vector after projection
     # decoding (softmax over the datastore's caption vectors at `projection_temperature`)

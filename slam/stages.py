@@ -50,7 +50,7 @@ def run_stage(stage: Callable[[SlamConfig], Any] | str, params: str = "params.ya
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        from slam.corpora.validate import BadInputError
+        from slam.data.corpora.validate import BadInputError
 
         errors = USER_ERRORS + (BadInputError,)
     except ImportError:  # pragma: no cover - corpora not importable
@@ -69,7 +69,7 @@ def run_stage(stage: Callable[[SlamConfig], Any] | str, params: str = "params.ya
         print(f"interrupted; stage {name}: {what}", file=sys.stderr)
         raise SystemExit(130) from None
     if "torch.distributed" in sys.modules:  # imported here, not before: stages start light
-        from slam.distributed import exit_after_stage
+        from slam.train.distributed import exit_after_stage
 
         exit_after_stage()  # under torchrun the rank ends here (see there); one process goes on
     return result

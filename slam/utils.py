@@ -132,7 +132,7 @@ def seed_everything(seed: int) -> None:
 
 def setup_runtime(cfg: RuntimeConfig) -> torch.device:
     """Threads, and this process's device (joining torchrun's process group if launched so)."""
-    from slam.distributed import init_distributed
+    from slam.train.distributed import init_distributed
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

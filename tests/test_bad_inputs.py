@@ -25,12 +25,12 @@ from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 from omegaconf import OmegaConf
 
-from slam.cache import build_cache
 from slam.config import ConfigError, SlamConfig, as_dict, load_config
-from slam.corpora import BadInputError, prepare_corpus
-from slam.corpora.user import load_user_corpus
-from slam.encoders import build_encoder
-from slam.inference import cuts_from_inputs
+from slam.data.cache import build_cache
+from slam.data.corpora import BadInputError, prepare_corpus
+from slam.data.corpora.user import load_user_corpus
+from slam.decode.inference import cuts_from_inputs
+from slam.model.encoders import build_encoder
 from slam.stages import run_stage
 
 SR = 16000

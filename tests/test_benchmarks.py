@@ -6,7 +6,7 @@ import math
 
 from benchmarks.env import SMOKE, env_from_config
 from benchmarks.run import SMOKE_PROBES, run_benchmarks, write_results
-from slam.cache import build_cache
+from slam.data.cache import build_cache
 
 SECTIONS = {"cache_vs_instep", "mfu", "whisper_true_length", "padding", "decode_rtf", "memory", "threads",
             "profile", "ctc_classes", "ctc_warmup"}

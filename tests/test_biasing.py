@@ -13,7 +13,12 @@ import yaml
 from lhotse import SupervisionSegment
 from lhotse.cut import MonoCut
 
-from slam.biasing import (
+from slam.config import BiasConfig
+from slam.model.speech_llm import IGNORE_INDEX, build_speech_llm
+from slam.registry import UnknownComponentError
+from slam.score.metrics import biased_counts, mixed_units, score_biasing, score_mer
+from slam.score.metrics.reports import REPORTS
+from slam.tasks.biasing import (
     CTC_HEAD_KEYS,
     TRAINING_KEYS,
     Condition,
@@ -29,13 +34,8 @@ from slam.biasing import (
     utterance_record,
     words_of,
 )
-from slam.config import BiasConfig
-from slam.ctc_filter import CtcHead, ctc_filter, fuzzy_scores
-from slam.metrics import biased_counts, mixed_units, score_biasing, score_mer
-from slam.metrics.reports import REPORTS
-from slam.model import IGNORE_INDEX, build_speech_llm
-from slam.registry import UnknownComponentError
-from slam.train import run_key
+from slam.tasks.ctc_filter import CtcHead, ctc_filter, fuzzy_scores
+from slam.train.loop import run_key
 
 TRAIN_TEXTS = [
     "the cat sat on the mat",
@@ -260,11 +260,11 @@ def test_run_key_and_train_stage_params_follow_the_training_keys(tiny_cfg):
 
 # -- end to end --------------------------------------------------------------------------------
 def test_biasing_train_decode_score(tiny_cfg):
-    from slam.cache import build_cache
-    from slam.decode import decode, decode_baseline
-    from slam.hyps import read_hyps
-    from slam.score import score
-    from slam.train import MODEL, train
+    from slam.data.cache import build_cache
+    from slam.decode.hyps import read_hyps
+    from slam.decode.stage import decode, decode_baseline
+    from slam.score.stage import score
+    from slam.train.loop import MODEL, train
 
     cfg = tiny_cfg
     cfg.recipe = "asr_bias"

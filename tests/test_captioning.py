@@ -13,17 +13,17 @@ import pytest
 import torch
 from lhotse import CutSet, MonoCut, SupervisionSegment
 
-from slam.captioning import (
+from slam.config import SlamConfig
+from slam.data.corpora import folk, music
+from slam.data.corpora.text import split_of_key
+from slam.registry import UnknownComponentError
+from slam.tasks.captioning import (
     CaptionSpace,
     caption_target,
     captions_of,
     most_frequent_caption,
     training_captions,
 )
-from slam.config import SlamConfig
-from slam.corpora import folk, music
-from slam.corpora.text import split_of_key
-from slam.registry import UnknownComponentError
 
 
 def _cut(cut_id: str, captions: list[str] | None, text: str = "fallback text") -> MonoCut:
@@ -80,7 +80,7 @@ def test_refine_picks_the_candidate_nearest_the_audio_and_retrieval_the_nearest_
 
 def test_drcap_retrieval_leaves_out_own_captions_and_projection_decoding_moves_to_the_text_side():
     from slam.config import CaptionConfig
-    from slam.drcap import AudioRows, Datastore, TextOnlyRows, prompt
+    from slam.tasks.drcap import AudioRows, Datastore, TextOnlyRows, prompt
 
     s = 2**-0.5
     text = {"a beep": [1.0, 0.0], "a short beep": [s, s], "a low hum": [0.0, 1.0], "a dog": [-1.0, 0.0]}
@@ -112,7 +112,7 @@ def test_drcap_retrieval_leaves_out_own_captions_and_projection_decoding_moves_t
 
 
 def test_scenes_source_and_an_unknown_source(tmp_path):
-    from slam.corpora import prepare_corpus
+    from slam.data.corpora import prepare_corpus
 
     cfg = SlamConfig()
     cfg.corpus.dir = str(tmp_path / "corpus")
@@ -132,12 +132,12 @@ def test_scenes_source_and_an_unknown_source(tmp_path):
 
 
 def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
-    from slam.cache import build_cache
-    from slam.corpora import prepare_corpus
-    from slam.decode import decode, decode_baseline
-    from slam.hyps import read_hyps
-    from slam.score import score
-    from slam.train import MODEL, train
+    from slam.data.cache import build_cache
+    from slam.data.corpora import prepare_corpus
+    from slam.decode.hyps import read_hyps
+    from slam.decode.stage import decode, decode_baseline
+    from slam.score.stage import score
+    from slam.train.loop import MODEL, train
 
     cfg = tiny_cfg
     cfg.recipe = "aac"
@@ -184,13 +184,13 @@ def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
 
 def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
     """DRCap: the LLM trains on caption vectors only and decodes from projected audio vectors."""
-    from slam import data
-    from slam.cache import build_cache
-    from slam.corpora import prepare_corpus
-    from slam.decode import decode
-    from slam.hyps import read_hyps
-    from slam.score import score
-    from slam.train import MODEL, train
+    from slam.data import cuts
+    from slam.data.cache import build_cache
+    from slam.data.corpora import prepare_corpus
+    from slam.decode.hyps import read_hyps
+    from slam.decode.stage import decode
+    from slam.score.stage import score
+    from slam.train.loop import MODEL, train
 
     cfg = tiny_cfg
     cfg.recipe, cfg.caption.zero_shot = "aac", True
@@ -204,14 +204,14 @@ def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
     prepare_corpus(cfg)
     build_cache(cfg)
     seen: list[tuple[list[str], list[int]]] = []
-    getitem = data.AudioTextDataset.__getitem__
+    getitem = cuts.AudioTextDataset.__getitem__
 
     def spy(self, cuts):  # what the LLM is given: instructions and input lengths
         batch = getitem(self, cuts)
         seen.append((batch.get("instructions") or [], batch["lengths"].tolist()))
         return batch
 
-    monkeypatch.setattr(data.AudioTextDataset, "__getitem__", spy)
+    monkeypatch.setattr(cuts.AudioTextDataset, "__getitem__", spy)
     summary = train(cfg)
     assert summary["contrastive_loss"] < math.log(8)
     assert seen and all(length == 1 for _, lengths in seen for length in lengths)  # one vector per clip
@@ -263,7 +263,7 @@ def test_music_captions_name_every_choice_and_midi_keeps_pieces_apart(tmp_path):
 
 @needs_fluidsynth
 def test_music_source_and_the_held_out_soundfont(tmp_path):
-    from slam.corpora import prepare_corpus
+    from slam.data.corpora import prepare_corpus
 
     cfg = SlamConfig()
     cfg.corpus.dir = str(tmp_path / "corpus")
@@ -384,7 +384,7 @@ def test_folk_tune_notes_follow_the_abc(folk_corpus):
 @needs_abc2midi
 @needs_fluidsynth
 def test_folk_source_splits_by_title_and_holds_out_a_collection(folk_corpus, tmp_path):
-    from slam.corpora import prepare_corpus
+    from slam.data.corpora import prepare_corpus
 
     cfg = SlamConfig()
     cfg.corpus.dir = str(tmp_path / "corpus")

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from slam.config import CorpusConfig
-from slam.corpora import CORPORA
-from slam.corpora import tuxpaint as tuxpaint_mod
-from slam.corpora.scenes import (
+from slam.data.corpora import CORPORA
+from slam.data.corpora import tuxpaint as tuxpaint_mod
+from slam.data.corpora.scenes import (
     Event,
     Scene,
     compose_captions,
@@ -22,9 +22,9 @@ from slam.corpora.scenes import (
     split_of_key,
     synthesize_scenes,
 )
-from slam.corpora.tuxpaint import STAMPS_DIR, load_tuxpaint, read_description
-from slam.corpora.validate import validate_cuts
-from slam.metrics.captions import (
+from slam.data.corpora.tuxpaint import STAMPS_DIR, load_tuxpaint, read_description
+from slam.data.corpora.validate import validate_cuts
+from slam.score.metrics.captions import (
     packaged_sentence_model,
     prepare_java_tools,
     score_captions,

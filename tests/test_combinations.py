@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from slam.config import SlamConfig
-from slam.model import IGNORE_INDEX, build_speech_llm
-from slam.projectors import PROJECTORS
+from slam.model.projectors import PROJECTORS
+from slam.model.speech_llm import IGNORE_INDEX, build_speech_llm
 from slam.testing import save_tiny_causal_lm, save_tiny_llm, save_tiny_whisper
 from slam.testing_encoders import TINY_ENCODERS
 

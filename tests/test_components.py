@@ -11,8 +11,8 @@ from transformers import WhisperModel
 
 from slam.compose import compose_params
 from slam.config import ConfigError, EncoderConfig, ProjectorConfig, load_config, to_config
-from slam.encoders import ENCODERS, build_encoder
-from slam.projectors import build_projector, load_projector, save_projector
+from slam.model.encoders import ENCODERS, build_encoder
+from slam.model.projectors import build_projector, load_projector, save_projector
 from slam.registry import UnknownComponentError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
 from slam.config import SlamConfig
-from slam.corpora import CORPORA, BadInputError, prepare_corpus
-from slam.corpora.asterisk import clean_prompt, load_asterisk, parse_prompts
-from slam.corpora.text import (
+from slam.data.corpora import CORPORA, BadInputError, prepare_corpus
+from slam.data.corpora.asterisk import clean_prompt, load_asterisk, parse_prompts
+from slam.data.corpora.text import (
     FORTUNES_DIR,
     WORDNET_DIR,
     normalize_sentence,
@@ -25,9 +25,9 @@ from slam.corpora.text import (
     split_of,
     year_to_words,
 )
-from slam.corpora.tts import EspeakEngine, RenderJob, render
-from slam.corpora.user import load_user_corpus
-from slam.corpora.validate import validate_cuts
+from slam.data.corpora.tts import EspeakEngine, RenderJob, render
+from slam.data.corpora.user import load_user_corpus
+from slam.data.corpora.validate import validate_cuts
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -314,8 +314,8 @@ def test_recordings_supervisions_pair_and_prepare(tmp_path: Path, broken_wavs: d
 def test_telephone_share_band_limits_a_seeded_share_and_survives_the_manifest(tmp_path):
     from lhotse import CutSet, Recording
 
-    from slam.corpora import write_manifest
-    from slam.corpora.channel import telephone_share
+    from slam.data.corpora import write_manifest
+    from slam.data.corpora.channel import telephone_share
 
     noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     cuts = []
@@ -343,7 +343,7 @@ def test_telephone_share_band_limits_a_seeded_share_and_survives_the_manifest(tm
 
 def test_held_out_voices_never_speak_a_training_sentence():
     from slam.config import ConfigError
-    from slam.corpora.tts import TtsEngine, plan_renderings
+    from slam.data.corpora.tts import TtsEngine, plan_renderings
 
     class Engine(TtsEngine):
         def pitch_range(self, voice: str) -> tuple[float, float]:
@@ -365,7 +365,7 @@ def test_held_out_voices_never_speak_a_training_sentence():
 
 def test_engine_weights_set_each_engines_share_and_leave_the_unweighted_draw_alone():
     from slam.config import ConfigError
-    from slam.corpora.tts import TtsEngine, plan_renderings
+    from slam.data.corpora.tts import TtsEngine, plan_renderings
 
     class Engine(TtsEngine):
         def pitch_range(self, voice: str) -> tuple[float, float]:
@@ -389,8 +389,8 @@ def test_stage_outputs_are_the_same_bytes_when_rebuilt(tiny_cfg, monkeypatch) ->
     without gzip's write time; the cache's HDF5 (h5py stores no time stamps of its own here)."""
     import time
 
-    from slam.cache import build_cache
-    from slam.corpora import write_manifest
+    from slam.data.cache import build_cache
+    from slam.data.corpora import write_manifest
 
     cuts = CutSet.from_file(Path(tiny_cfg.corpus.dir) / "train.jsonl.gz")
     first, second = Path(tiny_cfg.corpus.dir) / "a.jsonl.gz", Path(tiny_cfg.corpus.dir) / "b.jsonl.gz"

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from slam.ctc_prefix import CTCPrefixScorer
-from slam.model import build_speech_llm, load_assets, save_assets
+from slam.decode.ctc_prefix import CTCPrefixScorer
+from slam.model.speech_llm import build_speech_llm, load_assets, save_assets
 
 CLASSES = torch.tensor([11, 12, 13])  # LLM token ids of the CTC classes; class 3 is the blank
 EOS = 2

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from slam.cache import build_cache
 from slam.config import as_dict
-from slam.hyps import read_hyps
-from slam.train import train
+from slam.data.cache import build_cache
+from slam.decode.hyps import read_hyps
+from slam.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_cfg, tmp_path, 
         cfg.decode.batch_size = 1  # four batches for two ranks
         torchrun("decode", cfg, tmp_path / "run-decode")
         hyps = read_hyps(Path(cfg.decode.dir) / "test.beam1.jsonl")
-        from slam.cache import load_cached_cuts
-        from slam.data import batches_of
+        from slam.data.cache import load_cached_cuts
+        from slam.data.cuts import batches_of
 
         expected = [c.id for batch in batches_of(load_cached_cuts(cfg, "test"), cfg.decode.batch_size)
                     for c in batch]

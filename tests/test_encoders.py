@@ -16,8 +16,8 @@ from transformers.utils import logging as hf_logging
 
 from slam.compose import compose_params
 from slam.config import EncoderConfig, to_config
-from slam.encoders import ENCODERS, build_encoder
-from slam.encoders.base import pad_features
+from slam.model.encoders import ENCODERS, build_encoder
+from slam.model.encoders.base import pad_features
 from slam.testing_encoders import TINY_ENCODERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,8 +261,8 @@ def test_sequence_wise_flags_follow_the_family():
 def test_fixed_window_encoders_declare_it_so_long_audio_is_named_not_cut(paths, tmp_path):
     """Whisper, CLAP and AST cut audio past their window: each says how long it is, so the
     data side names (or skips) a longer clip; the others take any length."""
-    from slam.corpora.validate import BadInputError
-    from slam.data import drop_too_long
+    from slam.data.corpora.validate import BadInputError
+    from slam.data.cuts import drop_too_long
 
     windows = {name: load(paths, name).window_seconds for name in ("whisper", "clap", "clap_frames", "ast")}
     assert windows == {"whisper": 30.0, "clap": 2.0, "clap_frames": 2.0, "ast": 3.0}

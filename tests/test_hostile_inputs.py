@@ -33,17 +33,23 @@ from lhotse import CutSet, Recording
 from slam.cli import main as slam_cli
 from slam.compose import compose_params
 from slam.config import CODE_LOADING_KEYS, RANGES, ConfigError, Range, SlamConfig, as_dict, to_config
-from slam.corpora import prepare_corpus
-from slam.corpora.validate import BadInputError
-from slam.data import AudioTextDataset, cut_text, load_cuts
-from slam.decode import within_window
-from slam.inference import EXPORT_MARKER, UntrustedModelError, cuts_from_inputs, load_trained, transcribe
-from slam.model import build_speech_llm
+from slam.data.corpora import prepare_corpus
+from slam.data.corpora.validate import BadInputError
+from slam.data.cuts import AudioTextDataset, cut_text, load_cuts
+from slam.decode.inference import (
+    EXPORT_MARKER,
+    UntrustedModelError,
+    cuts_from_inputs,
+    load_trained,
+    transcribe,
+)
+from slam.decode.stage import within_window
+from slam.model.speech_llm import build_speech_llm
 from slam.recipes import recipe_names
-from slam.score import score
+from slam.score.stage import score
 from slam.stages import run_stage
-from slam.tracking import start_run
-from slam.train import (
+from slam.track.tracking import start_run
+from slam.train.loop import (
     MODEL,
     STATE,
     TRAINABLE,
@@ -385,7 +391,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog) -> 
         (ckpts / name).mkdir()
         if state is not None:
             (ckpts / name / "state.json").write_text(state)
-    with caplog.at_level(logging.WARNING, logger="slam.train"):
+    with caplog.at_level(logging.WARNING, logger="slam.train.loop"):
         assert latest_checkpoint(ckpts, "k") == ckpts / "step-0000004"
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping checkpoint")]
     assert len(skipped) == 3
@@ -436,7 +442,7 @@ def test_a_stale_lock_is_taken_over_and_every_lock_is_released(tiny_cfg, monkeyp
         assert lock.exists()
         raise RuntimeError("a fault in training")
 
-    monkeypatch.setattr("slam.train._train", fails)
+    monkeypatch.setattr("slam.train.loop._train", fails)
     with pytest.raises(RuntimeError, match="a fault in training"):
         train(tiny_cfg)
     assert not lock.exists()  # released on the way out
@@ -672,7 +678,7 @@ def test_the_whisper_baseline_decodes_long_audio_whole(tiny_cfg, tmp_path, monke
     """A clip past Whisper's 30 s chunk goes to transformers' long-form decoding, all of it."""
     from transformers import WhisperForConditionalGeneration
 
-    from slam.decode import decode_whisper
+    from slam.decode.stage import decode_whisper
 
     long = _tone_file(tmp_path / "long.wav", 45.0)
     cuts = list(load_cuts(tiny_cfg.corpus.dir, "test"))

@@ -24,13 +24,13 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-import slam.cache
-from slam.cache import build_cache, load_cached_cuts
+import slam.data.cache
 from slam.config import SlamConfig, as_dict
-from slam.decode import decode
-from slam.hyps import read_hyps
-from slam.model import SpeechLLM
-from slam.train import CHECKPOINTS, MODEL, TRAINABLE, train
+from slam.data.cache import build_cache, load_cached_cuts
+from slam.decode.hyps import read_hyps
+from slam.decode.stage import decode
+from slam.model.speech_llm import SpeechLLM
+from slam.train.loop import CHECKPOINTS, MODEL, TRAINABLE, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,8 +159,8 @@ def test_cache_stage_resumes_set_by_set(cfg):
     def run(limit: int) -> dict:
         """The cache stage, dying when it starts set number ``limit + 1``; the sets it began."""
         calls.clear()
-        wrapped = _interrupt_after(calls, slam.cache.encode_set, limit)
-        with mock.patch.object(slam.cache, "encode_set", wrapped):
+        wrapped = _interrupt_after(calls, slam.data.cache.encode_set, limit)
+        with mock.patch.object(slam.data.cache, "encode_set", wrapped):
             return build_cache(cfg)
 
     with pytest.raises(Interrupt):

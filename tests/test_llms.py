@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from slam.config import LLMConfig, SlamConfig
-from slam.llms import build_llm
-from slam.model import build_prompt, build_speech_llm
+from slam.model.llms import build_llm
+from slam.model.speech_llm import build_prompt, build_speech_llm
 from slam.testing import save_tiny_causal_lm
 
 

@@ -1,7 +1,7 @@
 """The MLflow server, started as `make ui` starts it, serves the runs the pipeline logs and the
 committed run records, and a browser shows them.
 
-A run is logged through slam.tracking into a SQLite store, then `mlflow server` is started
+A run is logged through slam.track.tracking into a SQLite store, then `mlflow server` is started
 over that store and its REST API must return the run with its tags, params and metric.
 """
 
@@ -28,7 +28,7 @@ import mlflow
 import pytest
 
 from slam.config import SlamConfig
-from slam.tracking import start_run, system_tags
+from slam.track.tracking import start_run, system_tags
 
 STARTUP_SECONDS = 60
 
@@ -142,7 +142,7 @@ def test_the_ui_of_a_fresh_clone_shows_the_committed_grid(tmp_path):
     the server started over it, and MLflow's own compare view, opened in a browser, lists the
     Table I grid's runs with their encoder and LLM; a run's page shows its WER."""
     from slam.cli import main as slam_main
-    from slam.records import find_records, load_record
+    from slam.track.records import find_records, load_record
 
     repo = Path(__file__).resolve().parents[1]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from slam.corpora import neural_tts
-from slam.corpora.neural_tts import KokoroEngine, PiperEngine
-from slam.corpora.tts import TTS_ENGINES, RenderJob, available_engines, plan_renderings, render
+from slam.data.corpora import neural_tts
+from slam.data.corpora.neural_tts import KokoroEngine, PiperEngine
+from slam.data.corpora.tts import TTS_ENGINES, RenderJob, available_engines, plan_renderings, render
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -93,7 +93,7 @@ def test_missing_kokoro_model_is_skipped_with_a_warning(tmp_path, monkeypatch, c
     engine = KokoroEngine()
     assert engine.installed_voices() == []
     assert str(tmp_path / neural_tts.KOKORO_MODEL_FILE) in engine.missing()
-    with caplog.at_level(logging.WARNING, logger="slam.corpora.tts"):
+    with caplog.at_level(logging.WARNING, logger="slam.data.corpora.tts"):
         with pytest.raises(RuntimeError, match="none of the TTS engines"):
             available_engines(["kokoro"])
     assert "TTS engine kokoro" in caplog.text and neural_tts.KOKORO_VOICES_FILE in caplog.text
@@ -113,7 +113,7 @@ def test_missing_package_is_skipped_with_a_warning(monkeypatch, caplog) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "piper" else real(n, *a))
     assert PiperEngine().installed_voices() == []
     assert "Python package piper" in PiperEngine().missing()
-    with caplog.at_level(logging.WARNING, logger="slam.corpora.tts"):
+    with caplog.at_level(logging.WARNING, logger="slam.data.corpora.tts"):
         with pytest.raises(RuntimeError, match="none of the TTS engines"):
             available_engines(["piper"])
     assert "TTS engine piper (Python package piper)" in caplog.text

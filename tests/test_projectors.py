@@ -11,7 +11,7 @@ import yaml
 
 from slam.compose import compose_params
 from slam.config import ProjectorConfig, to_config
-from slam.projectors import PROJECTORS, build_projector, load_projector, save_projector
+from slam.model.projectors import PROJECTORS, build_projector, load_projector, save_projector
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_DIM, OUT_DIM = 8, 12
@@ -183,7 +183,7 @@ def test_window_qformer_is_the_qformer_on_each_window():
 def _model_with_head(cfg, blank_and_rest: torch.Tensor | None = None):
     """The tiny model with a CTC head over three token classes; ``blank_and_rest`` ([..., 4]:
     classes 0-2, then blank) fixes the head's reading."""
-    from slam.model import build_speech_llm
+    from slam.model.speech_llm import build_speech_llm
 
     cfg.train.ctc_weight = 1.0
     model = build_speech_llm(cfg, encoder_dim=32).eval()
@@ -234,7 +234,7 @@ def test_posterior_inputs_train_the_projector_through_the_llm_loss(tiny_cfg) -> 
 
 def test_posterior_inputs_need_the_ctc_head(tiny_cfg) -> None:
     from slam.config import ConfigError
-    from slam.model import build_speech_llm
+    from slam.model.speech_llm import build_speech_llm
 
     tiny_cfg.projector.posterior_inputs = True
     tiny_cfg.train.ctc_weight, tiny_cfg.train.ctc_warmup_steps = 0.0, 0
@@ -248,7 +248,7 @@ def test_utterance_norm_takes_out_what_a_recording_shares(tiny_cfg) -> None:
     """Each row is normalised over its own frames: a per-recording offset and gain on every
     channel (a speaker's or channel's constant colouring) gives the same projector input, and a
     padded row equals the row alone."""
-    from slam.model import build_speech_llm, normalise_utterances
+    from slam.model.speech_llm import build_speech_llm, normalise_utterances
 
     torch.manual_seed(0)
     speech = torch.randn(1, 7, 32)

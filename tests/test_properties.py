@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slam.config import ProjectorConfig
-from slam.corpora.user import read_slam_jsonl
-from slam.corpora.validate import BadInputError
-from slam.metrics.normalize import NORMALIZERS, normalize
-from slam.model import IGNORE_INDEX, build_speech_llm
-from slam.projectors import build_projector
+from slam.data.corpora.user import read_slam_jsonl
+from slam.data.corpora.validate import BadInputError
+from slam.model.projectors import build_projector
+from slam.model.speech_llm import IGNORE_INDEX, build_speech_llm
+from slam.score.metrics.normalize import NORMALIZERS, normalize
 
 FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 

@@ -12,7 +12,7 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
 
 from slam.config import SlamConfig
-from slam.metrics.reports import REPORTS, breakdown_report, duration_bucket, engine_of, voice_of
+from slam.score.metrics.reports import REPORTS, breakdown_report, duration_bucket, engine_of, voice_of
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 WRONG = "zulu"  # no reference word: every hypothesis word of a wrong row is a substitution
@@ -151,7 +151,7 @@ def test_empty_bucket_and_missing_hypotheses(cfg: SlamConfig, tmp_path: Path):
 
 
 def test_score_stage_appends_the_breakdown(cfg: SlamConfig):
-    from slam.score import score
+    from slam.score.stage import score
 
     cfg.score.reports = ["breakdown"]
     metrics = score(cfg)

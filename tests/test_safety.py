@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from slam.inference import export_merged
-from slam.train import CHECKPOINTS, MODEL, STATE, TRAINABLE, train
+from slam.decode.inference import export_merged
+from slam.train.loop import CHECKPOINTS, MODEL, STATE, TRAINABLE, train
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(REPO / "slam").rglob("*.py"), *(REPO / "pipelines").rglob("*.py")])

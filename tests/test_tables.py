@@ -20,19 +20,19 @@ import yaml
 from conftest import write_corpus
 from mlflow.tracking import MlflowClient
 
-from slam.cache import build_cache
 from slam.cli import main as slam_main
 from slam.config import SlamConfig
-from slam.decode import decode, decode_baseline
-from slam.hyps import RUN_FILE
-from slam.score import score
-from slam.tables import MISSING, SEVERAL, build_table, parse_spec
-from slam.tracking import DVC_LOCK_ARTIFACT, DVC_STAGES_ARTIFACT
-from slam.train import train
+from slam.data.cache import build_cache
+from slam.decode.hyps import RUN_FILE
+from slam.decode.stage import decode, decode_baseline
+from slam.score.stage import score
+from slam.track.tables import MISSING, SEVERAL, build_table, parse_spec
+from slam.track.tracking import DVC_LOCK_ARTIFACT, DVC_STAGES_ARTIFACT
+from slam.train.loop import train
 
 LOCK = {"schema": "2.0", "stages": {
     "train": {"cmd": "python pipelines/train.py",
-              "deps": [{"path": "slam/train.py", "hash": "md5", "md5": "0123", "size": 1}],
+              "deps": [{"path": "slam/train/loop.py", "hash": "md5", "md5": "0123", "size": 1}],
               "outs": [{"path": "exp/asr/model", "hash": "md5", "md5": "4567.dir", "size": 2}]},
     "score": {"cmd": "python pipelines/score.py"},  # the stage running: its entry is stale
 }}
@@ -176,7 +176,7 @@ def test_runs_carry_the_dvc_lock(grid, tmp_path):
         stages = json.loads(Path(client.download_artifacts(run_id, DVC_STAGES_ARTIFACT, str(tmp_path)))
                             .read_text())
         assert set(stages) == {"train"}  # the running stage's stale entry is left out
-        assert stages["train"]["deps"] == {"slam/train.py": "0123"}
+        assert stages["train"]["deps"] == {"slam/train/loop.py": "0123"}
         assert stages["train"]["outs"] == {"exp/asr/model": "4567.dir"}
         assert client.get_run(run_id).data.tags["dvc_lock_md5"]
     # B ran without one: the run is complete, only without the lock
@@ -252,7 +252,7 @@ def test_bad_specs_say_what_is_wrong(bad, message):
 
 
 def test_the_shipped_specs_parse():
-    from slam.tables import load_specs
+    from slam.track.tables import load_specs
 
     specs = {s.name: s for s in load_specs(Path(__file__).resolve().parents[1] / "params" / "tables.yaml")}
     assert {"table1_encoder_llm", "table4_decoder", "ablation"} <= set(specs)
@@ -285,7 +285,7 @@ def test_the_committed_tables_rebuild_byte_for_byte(store, tmp_path):
 
 
 def test_a_run_in_the_store_replaces_the_committed_cell_and_an_empty_one_does_not(tmp_path):
-    from slam.tables import committed_cells, keep_committed, render_csv
+    from slam.track.tables import committed_cells, keep_committed, render_csv
 
     spec = parse_spec({"name": "t", "metric": "wer",
                        "rows": {"key": "tag.projector", "values": ["linear", "qformer"]}})
@@ -307,7 +307,7 @@ def test_the_score_stage_leaves_records_that_a_fresh_store_imports_as_the_same_r
     histories and hypothesis files, never the weights; a second import adds nothing."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    from slam.records import RECORD_ID_TAG, find_records, import_records, load_record
+    from slam.track.records import RECORD_ID_TAG, find_records, import_records, load_record
 
     source = MlflowClient(grid["uri"])
     records = find_records(grid["root"])
@@ -344,7 +344,7 @@ def test_the_score_stage_leaves_records_that_a_fresh_store_imports_as_the_same_r
 
 
 def test_a_broken_record_is_named(tmp_path):
-    from slam.records import load_record
+    from slam.track.records import load_record
 
     (tmp_path / "record.json").write_text('{"format": 1, "run_id": "x"}')
     with pytest.raises(ValueError, match=r"record.json lacks \['experiment', 'params', 'metrics', 'tags'\]"):

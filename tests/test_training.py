@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from slam.cache import build_cache, load_cached_cuts
-from slam.data import AudioTextDataset, cut_text
-from slam.decode import decode, decode_baseline
-from slam.hyps import read_hyps
-from slam.model import IGNORE_INDEX, build_speech_llm
-from slam.score import score
-from slam.train import CHECKPOINTS, MODEL, ctc_warmup, train
+from slam.data.cache import build_cache, load_cached_cuts
+from slam.data.cuts import AudioTextDataset, cut_text
+from slam.decode.hyps import read_hyps
+from slam.decode.stage import decode, decode_baseline
+from slam.model.speech_llm import IGNORE_INDEX, build_speech_llm
+from slam.score.stage import score
+from slam.train.loop import CHECKPOINTS, MODEL, ctc_warmup, train
 
 
 def test_labels_cover_exactly_the_answer(tiny_cfg):
@@ -50,16 +50,16 @@ class Interrupted(Exception):
 
 def _interrupt_after(monkeypatch, step: int) -> None:
     """Make training stop (as if killed) right after it checkpoints ``step``."""
-    import slam.train
+    import slam.train.loop
 
-    save = slam.train.save_checkpoint
+    save = slam.train.loop.save_checkpoint
 
     def save_then_stop(directory, model, optimizer, scheduler, state):
         save(directory, model, optimizer, scheduler, state)
         if state["step"] == step:
             raise Interrupted
 
-    monkeypatch.setattr(slam.train, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(slam.train.loop, "save_checkpoint", save_then_stop)
 
 
 def test_cache_train_resume_decode_score(tiny_cfg, tmp_path, monkeypatch):
@@ -186,7 +186,7 @@ def test_ctc_warmup_moves_only_the_projector_and_is_not_repeated_on_resume(tiny_
         _interrupt_after(patch, 0)  # killed right after the warm-up
         with pytest.raises(Interrupted):
             train(tiny_cfg)
-    monkeypatch.setattr("slam.train.ctc_warmup", lambda *a, **k: pytest.fail("warm-up repeated"))
+    monkeypatch.setattr("slam.train.loop.ctc_warmup", lambda *a, **k: pytest.fail("warm-up repeated"))
     summary = train(tiny_cfg)
     assert summary["steps"] == 4 and summary["ctc_warmup_steps"] == 30
 
@@ -197,7 +197,7 @@ def test_checkpoints_hold_only_trainable_weights_when_embeddings_are_tied(tiny_c
     from safetensors.torch import save_file
 
     from slam.testing import save_tiny_llm
-    from slam.train import TRAINABLE
+    from slam.train.loop import TRAINABLE
 
     tiny_cfg.llm.path = str(save_tiny_llm(tmp_path / "tied-llm", tie_embeddings=True))
     tiny_cfg.train.max_steps, tiny_cfg.train.checkpoint_every, tiny_cfg.train.eval_every = 2, 1, 100
@@ -237,28 +237,28 @@ def test_bf16_autocast_only_where_the_cpu_computes_bf16(tiny_cfg, monkeypatch, c
 def test_keeps_the_checkpoint_with_the_lowest_dev_wer_and_decodes_jointly(tiny_cfg, monkeypatch):
     """With dev WER at every evaluation, the saved model is the best evaluated step's, not the
     last; decoding then adds the CTC head's own reading and can run joint CTC/LLM search."""
-    import slam.train
+    import slam.train.loop
 
     build_cache(tiny_cfg)
     tiny_cfg.train.ctc_weight = 0.5
     tiny_cfg.train.eval_every = 2
     tiny_cfg.train.dev_wer_cuts = 2
     dev_wers = iter([0.9, 0.4, 0.7])  # steps 2, 4, 6: step 4 is the best
-    evaluate = slam.train.evaluate
+    evaluate = slam.train.loop.evaluate
 
     def scripted(*args, **kwargs):
         return {**evaluate(*args, **kwargs), "dev_wer": next(dev_wers)}
 
     kept = {}
-    save_best = slam.train.save_best
+    save_best = slam.train.loop.save_best
 
     def remember(directory, model, state):
-        weights = slam.train.unwrap(model).trainable_state()
+        weights = slam.train.loop.unwrap(model).trainable_state()
         kept[state["best_step"]] = {k: v.detach().clone() for k, v in weights.items()}
         save_best(directory, model, state)
 
-    monkeypatch.setattr(slam.train, "evaluate", scripted)
-    monkeypatch.setattr(slam.train, "save_best", remember)
+    monkeypatch.setattr(slam.train.loop, "evaluate", scripted)
+    monkeypatch.setattr(slam.train.loop, "save_best", remember)
     summary = train(tiny_cfg)
     assert summary["best_step"] == 4 and summary["best_dev_wer"] == 0.4 and sorted(kept) == [2, 4]
     saved = load_file(str(Path(tiny_cfg.train.dir) / MODEL / "projector.safetensors"))

@@ -13,10 +13,10 @@ import soundfile as sf
 from lhotse import CutSet, MonoCut, SupervisionSegment
 
 from slam.config import ConfigError, SlamConfig
-from slam.corpora.asterisk import FRENCH, load_asterisk
-from slam.corpora.parallel import TRANSLATION, gettext_pairs, speakable, tsv_pairs
-from slam.metrics import score_translation
-from slam.translation import Curriculum, answer, instruction, split_output
+from slam.data.corpora.asterisk import FRENCH, load_asterisk
+from slam.data.corpora.parallel import TRANSLATION, gettext_pairs, speakable, tsv_pairs
+from slam.score.metrics import score_translation
+from slam.tasks.translation import Curriculum, answer, instruction, split_output
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="Debian espeak-ng (scripts/setup.sh)")  # fmt: skip
@@ -141,12 +141,12 @@ def test_french_asterisk_prompts_carry_the_english_text(tmp_path):
 
 @needs_espeak
 def test_st_recipe_end_to_end(tiny_cfg, tmp_path):
-    from slam.cache import build_cache
-    from slam.corpora import prepare_corpus
-    from slam.decode import decode, decode_baseline
-    from slam.hyps import read_hyps
-    from slam.score import score
-    from slam.train import train
+    from slam.data.cache import build_cache
+    from slam.data.corpora import prepare_corpus
+    from slam.decode.hyps import read_hyps
+    from slam.decode.stage import decode, decode_baseline
+    from slam.score.stage import score
+    from slam.train.loop import train
 
     cfg = tiny_cfg
     cfg.recipe = "st"

@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from slam.cache import build_cache
 from slam.cli import main as slam_cli
-from slam.decode import decode
-from slam.hyps import read_hyps
-from slam.inference import EXPORT_MARKER, export_merged, load_trained
-from slam.model import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
+from slam.data.cache import build_cache
+from slam.decode.hyps import read_hyps
+from slam.decode.inference import EXPORT_MARKER, export_merged, load_trained
+from slam.decode.stage import decode
+from slam.model.speech_llm import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
 from slam.registry import UnknownComponentError
-from slam.train import MODEL, train
+from slam.train.loop import MODEL, train
 
 
 def _dev_loss(cfg, model) -> float:

@@ -1,4 +1,4 @@
-"""Whisper + fine-tuning (slam.whisper_finetune): the decoder learns from the cached training
+"""Whisper + fine-tuning (slam.train.whisper_finetune): the decoder learns from the cached training
 encoder outputs while the encoder stays as it is, keep-best, the baseline stage's switch, and the
 fine-tuned row of the results table and the breakdown report."""
 
@@ -12,16 +12,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer, WhisperForConditionalGeneration
 
-import slam.whisper_finetune as wf
-from slam.cache import build_cache, load_cached_cuts
+import slam.train.whisper_finetune as wf
 from slam.config import ConfigError, SlamConfig
-from slam.data import batches_of, cut_text, load_cuts
-from slam.decode import decode_baseline
-from slam.hyps import RUN_FILE, read_hyps
-from slam.metrics import score_wer
-from slam.model import IGNORE_INDEX
-from slam.score import score
-from slam.tracking import tracking_uri
+from slam.data.cache import build_cache, load_cached_cuts
+from slam.data.cuts import batches_of, cut_text, load_cuts
+from slam.decode.hyps import RUN_FILE, read_hyps
+from slam.decode.stage import decode_baseline
+from slam.model.speech_llm import IGNORE_INDEX
+from slam.score.metrics import score_wer
+from slam.score.stage import score
+from slam.track.tracking import tracking_uri
 
 CPU = torch.device("cpu")
 FINETUNED_ROW = "Whisper (own decoder), fine-tuned on the training set"

@@ -863,7 +863,7 @@ def test_hf_importer_keeps_a_sentence_encoder_bare(tmp_path) -> None:
     from safetensors import safe_open
     from transformers import AutoModel
 
-    from slam.sentence import SentenceEncoder
+    from slam.tasks.sentence import SentenceEncoder
     from slam.testing import save_tiny_sentence_encoder
 
     source = save_tiny_sentence_encoder(tmp_path / "minilm-src")

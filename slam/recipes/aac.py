@@ -1,5 +1,5 @@
 """Recipe ``aac``: audio (and music) captioning with CLAP-Refine (the paper's Tables XIII and
-XVII, slam.captioning).
+XVII, slam.tasks.captioning).
 
 Each epoch trains on another of a clip's captions. After the LLM a contrastive audio-text
 model is fitted; the decode stage then adds CLAP-Refine (of several beams' captions, the one
@@ -18,7 +18,14 @@ import mlflow
 import torch
 from lhotse import CutSet
 
-from slam.captioning import (
+from slam.config import ConfigError, SlamConfig
+from slam.data.cuts import AudioTextDataset, cut_text, load_cuts
+from slam.decode.hyps import RUN_FILE, read_hyps, write_hyps
+from slam.model.speech_llm import SpeechLLM
+from slam.recipes import RECIPES
+from slam.recipes.base import AssetWriter, Recipe, TrainingRows, Transcribe
+from slam.score.stage import CAPTION_SCORING, Scoring
+from slam.tasks.captioning import (
     MOST_FREQUENT,
     REFINE,
     RETRIEVAL,
@@ -29,15 +36,8 @@ from slam.captioning import (
     save_contrastive,
     training_captions,
 )
-from slam.config import ConfigError, SlamConfig
-from slam.data import AudioTextDataset, cut_text, load_cuts
-from slam.hyps import RUN_FILE, read_hyps, write_hyps
-from slam.model import SpeechLLM
-from slam.recipes import RECIPES
-from slam.recipes.base import AssetWriter, Recipe, TrainingRows, Transcribe
-from slam.score import CAPTION_SCORING, Scoring
-from slam.sentence import SentenceEncoder
-from slam.tracking import start_run
+from slam.tasks.sentence import SentenceEncoder
+from slam.track.tracking import start_run
 from slam.utils import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Recipe ``aac`` with ``caption.zero_shot: true``: DRCap's zero-shot captioning (the paper's
-Table XV, slam.drcap), a variant of :class:`AudioCaptioning` that registers no name of its own.
+Table XV, slam.tasks.drcap), a variant of :class:`AudioCaptioning` that registers no name of its own.
 
 The contrastive model is fitted first; the LLM learns to rebuild a caption from its text
 vector in the joint space and the nearest other captions in the prompt, and decodes from the
@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from lhotse import CutSet
 
-from slam.captioning import CaptionSpace, caption_target, fit_contrastive, save_contrastive
 from slam.config import SlamConfig, as_dict
-from slam.data import AudioTextDataset
-from slam.drcap import TextOnlyRows, decoding_rows
-from slam.model import SpeechLLM
+from slam.data.cuts import AudioTextDataset
+from slam.model.speech_llm import SpeechLLM
 from slam.recipes.aac import AudioCaptioning
 from slam.recipes.base import AssetWriter, TrainingRows
-from slam.sentence import SentenceEncoder
+from slam.tasks.captioning import CaptionSpace, caption_target, fit_contrastive, save_contrastive
+from slam.tasks.drcap import TextOnlyRows, decoding_rows
+from slam.tasks.sentence import SentenceEncoder
 
 
 class ZeroShotCaptioning(AudioCaptioning):

@@ -13,20 +13,20 @@ from typing import Any
 from lhotse import CutSet
 
 from slam.config import SlamConfig
-from slam.data import AudioTextDataset
-from slam.decode import ctc_readings, decode_whisper
-from slam.distributed import is_main
-from slam.hyps import FINETUNED
-from slam.model import SpeechLLM
+from slam.data.cuts import AudioTextDataset
+from slam.decode.hyps import FINETUNED
+from slam.decode.stage import ctc_readings, decode_whisper
+from slam.model.speech_llm import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.base import Recipe, Transcribe
-from slam.score import WER_SCORING, Scoring
-from slam.whisper_finetune import clear_finetuned, finetune_whisper
+from slam.score.stage import WER_SCORING, Scoring
+from slam.train.distributed import is_main
+from slam.train.whisper_finetune import clear_finetuned, finetune_whisper
 
 
 def whisper_baseline(cfg: SlamConfig) -> dict[str, Any]:
     """Whisper's own decoder on ``baseline.sets`` and, with ``baseline.finetune_minutes`` > 0,
-    that decoder fine-tuned on the cached training set (slam.whisper_finetune; the baseline
+    that decoder fine-tuned on the cached training set (slam.train.whisper_finetune; the baseline
     stage has checked that it can be)."""
     timing = decode_whisper(cfg)
     if not is_main():

@@ -1,4 +1,4 @@
-"""Recipe ``asr_bias``: contextual biasing (the paper's Table VII, slam.biasing).
+"""Recipe ``asr_bias``: contextual biasing (the paper's Table VII, slam.tasks.biasing).
 
 Training prompts carry each utterance's rare words mixed with distractors; after the LLM a
 small CTC head is trained for the hotword filter, and every test set is decoded once per
@@ -13,15 +13,21 @@ from typing import Any
 import torch
 from lhotse import CutSet
 
-from slam.biasing import TRAINING_KEYS, decode_instruction, format_prompt, prepare_decoding, training_lists
-from slam.cache import cache_dim
 from slam.config import SlamConfig, as_dict
-from slam.ctc_filter import save_ctc_head, train_ctc_head
-from slam.data import AudioTextDataset
-from slam.model import SpeechLLM
+from slam.data.cache import cache_dim
+from slam.data.cuts import AudioTextDataset
+from slam.model.speech_llm import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.asr import SpeechRecognition
 from slam.recipes.base import AssetWriter, TrainingRows, Transcribe
+from slam.tasks.biasing import (
+    TRAINING_KEYS,
+    decode_instruction,
+    format_prompt,
+    prepare_decoding,
+    training_lists,
+)
+from slam.tasks.ctc_filter import save_ctc_head, train_ctc_head
 
 
 @RECIPES.register("asr_bias")
@@ -68,5 +74,5 @@ class ContextualBiasing(SpeechRecognition):
         self, cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset, model: SpeechLLM,
         transcribe: Transcribe, assets: Path,
     ) -> None:  # fmt: skip
-        """Nothing more: the conditions are the systems (slam.metrics.reports tables them)."""
+        """Nothing more: the conditions are the systems (slam.score.metrics.reports tables them)."""
 

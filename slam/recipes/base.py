@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from slam.cache import cache_dim
+from slam.data.cache import cache_dim
 
 if TYPE_CHECKING:
     import torch
     from lhotse import CutSet
 
     from slam.config import SlamConfig
-    from slam.data import AudioTextDataset
-    from slam.model import SpeechLLM
-    from slam.score import Scoring
+    from slam.data.cuts import AudioTextDataset
+    from slam.model.speech_llm import SpeechLLM
+    from slam.score.stage import Scoring
 
 # decode: transcribe(cuts, num_beams) -> one answer per cut
 Transcribe = Callable[["CutSet", int], list[str]]

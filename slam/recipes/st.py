@@ -1,5 +1,5 @@
 """Recipe ``st``: speech translation with the paper's chain of thought (Tables X-XI,
-slam.translation).
+slam.tasks.translation).
 
 A curriculum trains ASR, then MMT, then SRT (transcript, target-language tag, translation);
 after the SRT beams the decode stage adds the cascade (the model's ASR, then its MMT) and MMT
@@ -17,14 +17,14 @@ from lhotse import CutSet
 from tqdm import tqdm
 
 from slam.config import SlamConfig
-from slam.data import AudioTextDataset, batches_of, cut_text
-from slam.hyps import write_hyps
-from slam.model import SpeechLLM
+from slam.data.cuts import AudioTextDataset, batches_of, cut_text
+from slam.decode.hyps import write_hyps
+from slam.model.speech_llm import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.asr import whisper_baseline
 from slam.recipes.base import Recipe, TrainingRows, Transcribe
-from slam.score import TRANSLATION_SCORING, Scoring
-from slam.translation import (
+from slam.score.stage import TRANSLATION_SCORING, Scoring
+from slam.tasks.translation import (
     CASCADE,
     MMT_GOLD,
     Curriculum,

@@ -20,7 +20,7 @@ from slam.zoo.sources import Source, sha256_file
 
 log = logging.getLogger(__name__)
 
-# the file names slam.corpora.neural_tts reads (KOKORO_MODEL_FILE, KOKORO_VOICES_FILE)
+# the file names slam.data.corpora.neural_tts reads (KOKORO_MODEL_FILE, KOKORO_VOICES_FILE)
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
 VOICES_FILE = "voices-en.npz"
 MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"

@@ -1,0 +1,141 @@
+"""Batches for training and decoding: Lhotse cuts in, padded tensors and token ids out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lhotse import CutSet
+from transformers import PreTrainedTokenizerBase
+
+from slam.data.corpora.validate import BadInputError, audio_path
+from slam.model.encoders import AudioEncoder
+from slam.model.encoders.base import pad_features
+
+log = logging.getLogger(__name__)
+ENCODER_OUT = "encoder_out"  # name of the cached array on each cut
+# A cut may pass its encoder's window by less than one 10 ms feature frame: nothing is lost.
+LENGTH_SLACK = 0.01
+
+
+def cut_text(cut: Any) -> str:
+    return " ".join(s.text.strip() for s in cut.supervisions if s.text)
+
+
+class AudioTextDataset(torch.utils.data.Dataset):
+    """Maps a CutSet (one batch from a Lhotse sampler) to model inputs.
+
+    With ``encoder`` unset the cuts carry cached encoder outputs; otherwise the encoder's
+    input features are extracted from the audio here and the encoder runs in the step.
+    ``instruction(cut, epoch, step)``, when given, makes each row's own instruction (a prompt
+    with the cut's biasing list, a speech-translation task's prompt); batches then carry
+    ``instructions``. ``target(cut, epoch, step)``, when given, makes each row's answer (one of
+    a clip's reference captions, transcript and translation) instead of its text.
+    ``features(cut, epoch)``, when given, makes each row's input frames instead of the cache
+    (zero-shot captioning: a caption's or a clip's vector in a joint audio-text space).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder: AudioEncoder | None = None,
+        instruction: Callable[[Any, int, int], str] | None = None,
+        target: Callable[[Any, int, int], str] | None = None,
+        features: Callable[[Any, int], torch.Tensor] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.instruction = instruction
+        self.target = target
+        self.features = features
+        self.epoch = 0  # set by the training loop: random training lists change every epoch
+        self.step = 0  # set by the training loop: the speech-translation curriculum's stages
+
+    def tokenize(self, text: str) -> list[int]:
+        """The answer tokens a transcript becomes."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def token_set(self, cuts: CutSet) -> set[int]:
+        """Every answer token of ``cuts``' transcripts (the CTC classes of a training set)."""
+        return {t for cut in cuts for t in self.tokenize(cut_text(cut))}
+
+    def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
+        cuts = cuts.sort_by_duration(ascending=False)
+        if self.features is not None:
+            feats = [self.features(c, self.epoch).float() for c in cuts]
+        elif self.encoder is None:
+            feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
+        else:
+            window = self.encoder.window_seconds
+            for c in cuts:  # the last guard: callers drop such cuts first (drop_too_long)
+                if problem := too_long(c, window):
+                    raise BadInputError(problem)
+            feats = [self.encoder.load_input(c) for c in cuts]
+        inputs, lengths = pad_features(feats)
+        texts = [self.target(c, self.epoch, self.step) if self.target else cut_text(c) for c in cuts]
+        targets = [self.tokenize(t) for t in texts]
+        batch = {
+            "ids": [c.id for c in cuts],
+            "inputs": inputs,
+            "lengths": lengths,
+            "texts": texts,
+            "targets": targets,
+            "duration": sum(c.duration for c in cuts),
+            "encoded": self.encoder is None,  # inputs are cached encoder outputs, not features
+        }
+        if self.instruction is not None:
+            batch["instructions"] = [self.instruction(c, self.epoch, self.step) for c in cuts]
+        return batch
+
+
+def too_long(cut: Any, window: float | None) -> str | None:
+    """What is wrong with ``cut`` if it is longer than ``window`` seconds, else ``None``."""
+    if window is None or cut.duration <= window + LENGTH_SLACK:
+        return None
+    return (f"{audio_path(cut)}: cut {cut.id} is {cut.duration:.1f} s long, past the encoder's "
+            f"{window:g} s window (it would be cut short)")
+
+
+def drop_too_long(
+    cuts: CutSet, window: float | None, skip_bad: bool, what: str,
+    hint: str = "or set corpus.skip_bad=true to skip such cuts",
+) -> tuple[CutSet, int]:
+    """The cuts the encoder hears whole, and how many were left out. A longer cut raises
+    :class:`BadInputError` naming its file and length (``what``: where it is, ``hint``: the
+    way out), or with ``skip_bad`` is logged and left out."""
+    if window is None:
+        return cuts, 0
+    kept, skipped = [], 0
+    for cut in cuts:
+        problem = too_long(cut, window)
+        if problem is None:
+            kept.append(cut)
+        elif not skip_bad:
+            raise BadInputError(f"{problem}, in {what}; split it into shorter pieces {hint}".rstrip())
+        else:
+            log.warning("skipping: %s (%s)", problem, what)
+            skipped += 1
+    if skipped:
+        log.warning("%s: skipped %d cuts longer than the encoder's %g s window", what, skipped, window)
+    return CutSet.from_cuts(kept), skipped
+
+
+def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:
+    """Fixed-size batches of cuts sorted by duration (little padding, deterministic order)."""
+    ordered = list(cuts.sort_by_duration(ascending=False))
+    for start in range(0, len(ordered), size):
+        yield CutSet.from_cuts(ordered[start : start + size])
+
+
+def manifest_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / f"{name}.jsonl.gz"
+
+
+def load_cuts(directory: str | Path, name: str) -> CutSet:
+    path = manifest_path(directory, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no manifest for set {name!r}: {path} does not exist")
+    return CutSet.from_file(path)

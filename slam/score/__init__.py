@@ -1,0 +1,1 @@
+"""Scoring: the score stage (stage.py) and the metrics it computes (metrics/)."""

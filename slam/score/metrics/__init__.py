@@ -1,0 +1,17 @@
+"""Scores: text normalisers (versioned by name) and metrics.
+
+Extra report sections (``score.reports``: MER, the biasing table, the WER breakdown) are registered in
+``slam.score.metrics.reports``, imported by the score stage only.
+"""
+
+from slam.score.metrics.biasing import biased_counts, score_biasing
+from slam.score.metrics.captions import score_captions
+from slam.score.metrics.mer import mixed_units, score_mer
+from slam.score.metrics.normalize import NORMALIZERS, normalize
+from slam.score.metrics.translation import score_translation
+from slam.score.metrics.wer import score_wer
+
+__all__ = [
+    "NORMALIZERS", "biased_counts", "mixed_units", "normalize", "score_biasing", "score_captions",
+    "score_mer", "score_translation", "score_wer",
+]
