@@ -490,7 +490,8 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
             write_curve(metrics_dir / "train_curve.csv", state["curve"])
             write_curve(metrics_dir / "dev_curve.csv", state["dev_curve"])
             atomic_write_json(metrics_dir / "train.json", summary)
-            mlflow.log_artifacts(str(metrics_dir), "metrics")
+            for name in ("train_curve.csv", "dev_curve.csv", "train.json"):  # not the folder: it
+                mlflow.log_artifact(str(metrics_dir / name), "metrics")  # holds the last run's table
     barrier()
     return summary
 
