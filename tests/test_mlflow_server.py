@@ -161,3 +161,24 @@ def test_the_ui_of_a_fresh_clone_shows_the_committed_grid(tmp_path):
         text = page_text(f"{base}/#/experiments/1/runs/{first['run_id']}", tmp_path)
         wer = first["metrics"]["wer_test_beam1"][-1][1]
         assert f"wer_test_beam1 {wer!r}" in text or f"wer_test_beam1 {wer:.4g}" in text, text[:3000]
+
+
+def test_records_import_into_a_server_once(tmp_path):
+    """A server (MLFLOW_TRACKING_URI) gets the same import: its own run ids, each tagged with
+    the record it came from, the artifacts uploaded through it; a second import adds nothing."""
+    from slam.track.records import RECORD_ID_TAG, find_records, import_records, load_record
+
+    repo = Path(__file__).resolve().parents[1]
+    root = repo / "metrics" / "grid"
+    records = [load_record(p) for p in find_records(root)]
+    with served(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as (base, _):
+        assert import_records(base, root).imported == len(records)
+        assert import_records(base, root).present == len(records)
+        for record in records:
+            tagged = f"tags.`{RECORD_ID_TAG}` = '{record['run_id']}'"
+            found = call(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": ["1"], "filter": tagged})
+            (run,) = found["runs"]
+            metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+            assert metrics["wer_test_beam1"] == record["metrics"]["wer_test_beam1"][-1][1]
+            listed = call(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")
+            assert "config.json" in {f["path"] for f in listed.get("files", [])}

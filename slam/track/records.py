@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
@@ -140,14 +141,14 @@ class ImportSummary:
     present: int = 0
 
 
-def _existing(client: MlflowClient, experiment_id: str, record_id: str) -> bool:
+def _existing(client: MlflowClient, experiment_id: str, record_id: str) -> Any:
+    """The store's run of the record (the same id, or on a server the one tagged with it)."""
     try:
-        client.get_run(record_id)
-        return True
+        return client.get_run(record_id)
     except Exception:  # noqa: BLE001 - MLflow raises MlflowException or RestException: no such run
         pass
     found = client.search_runs([experiment_id], f"tags.`{RECORD_ID_TAG}` = '{record_id}'", max_results=1)
-    return bool(found)
+    return found[0] if found else None
 
 
 def import_record(client: MlflowClient, path: str | Path, artifact_location: str | None = None) -> bool:
@@ -158,7 +159,11 @@ def import_record(client: MlflowClient, path: str | Path, artifact_location: str
     folder = path.parent if path.name == RECORD_FILE else path
     record = load_record(folder)
     experiment_id = experiment_id_for(client, record["experiment"], artifact_location)
-    if _existing(client, experiment_id, record["run_id"]):
+    present = _existing(client, experiment_id, record["run_id"])
+    if present is not None:
+        if present.info.status == "RUNNING" and present.data.tags.get(RECORD_ID_TAG):
+            raise ValueError(f"run {present.info.run_id} is a half-finished import of {path}: delete it "
+                             f"(`mlflow gc` for a local store) and import again")
         return False
     tags = {**record["tags"], RECORD_ID_TAG: record["run_id"]}
     with _run_id(record["run_id"]):
@@ -192,11 +197,16 @@ def import_records(tracking_uri: str, root: str | Path = "metrics") -> ImportSum
 
     client = MlflowClient(tracking_uri)
     summary = ImportSummary()
-    for path in find_records(root):
-        if import_record(client, path, artifact_location(tracking_uri)):
-            summary.imported += 1
-        else:
-            summary.present += 1
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # a server's mlflow-artifacts: URIs resolve against it
+    try:
+        for path in find_records(root):
+            if import_record(client, path, artifact_location(tracking_uri)):
+                summary.imported += 1
+            else:
+                summary.present += 1
+    finally:
+        mlflow.set_tracking_uri(previous)
     log.info("records under %s: %d imported into %s, %d there already", root, summary.imported,
              tracking_uri, summary.present)
     return summary
