@@ -35,6 +35,7 @@ from mlflow.entities import Metric, Param
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from slam.track.tracking import artifact_location, experiment_id_for
 from slam.utils import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,6 @@ def _existing(client: MlflowClient, experiment_id: str, record_id: str) -> Any:
 
 def import_record(client: MlflowClient, path: str | Path, artifact_location: str | None = None) -> bool:
     """Load one record into the store behind ``client``; False if it is there already."""
-    from slam.track.tracking import experiment_id_for
-
     path = Path(path)
     folder = path.parent if path.name == RECORD_FILE else path
     record = load_record(folder)
@@ -193,8 +192,6 @@ def import_record(client: MlflowClient, path: str | Path, artifact_location: str
 
 def import_records(tracking_uri: str, root: str | Path = "metrics") -> ImportSummary:
     """Every committed record under ``root`` into the store at ``tracking_uri`` (idempotent)."""
-    from slam.track.tracking import artifact_location
-
     client = MlflowClient(tracking_uri)
     summary = ImportSummary()
     previous = mlflow.get_tracking_uri()
