@@ -76,6 +76,10 @@ class CorpusConfig:
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
     # slam.data.corpora.channel), for real telephone speech such as asterisk_en
     telephone_fraction: float = 0.0
+    # share of the synthetic training cuts resampled by one of speed_factors (pitch and formants
+    # shift together: new vocal tracts from the same voices; slam.data.corpora.channel)
+    speed_fraction: float = 0.0
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.1])
     # voices no training utterance uses ("engine" for all its voices, or "engine:voice"):
     # dev and test keep them, flagged ``held_out``, so reports show unseen speakers apart
     held_out_voices: list[str] = field(default_factory=list)
@@ -443,6 +447,7 @@ RANGES: dict[type, dict[str, Range]] = {
     CorpusConfig: {
         "num_utterances": NON_NEGATIVE,  # 0: no synthetic sets, the user's manifests only
         "dev_fraction": FRACTION, "test_fraction": FRACTION, "telephone_fraction": FRACTION,
+        "speed_fraction": FRACTION, "speed_factors": Range(0.5, 2.0),
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
     },

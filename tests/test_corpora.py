@@ -341,6 +341,35 @@ def test_telephone_share_band_limits_a_seeded_share_and_survives_the_manifest(tm
     assert high_band_share(reread[some_narrow]) < 0.01 < 0.3 < high_band_share(reread[some_wide])
 
 
+def test_speed_share_resamples_a_seeded_share_by_its_factors_and_survives_the_manifest(tmp_path):
+    from lhotse import CutSet, Recording, SupervisionSegment
+
+    from slam.data.corpora import write_manifest
+    from slam.data.corpora.channel import speed_share
+
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32) * 0.5
+    cuts = []
+    for i in range(40):
+        path = tmp_path / f"u{i}.wav"
+        sf.write(path, tone, 16000)
+        cut = Recording.from_file(path, recording_id=f"u{i}").to_cut()
+        cut.supervisions = [SupervisionSegment(f"u{i}", f"u{i}", 0.0, 1.0, text="a tone")]
+        cuts.append(cut)
+    shared, changed = speed_share(CutSet.from_cuts(cuts), 0.5, [0.8, 1.25], seed=0)
+    again, _ = speed_share(CutSet.from_cuts(reversed(cuts)), 0.5, [0.8, 1.25], seed=0)
+    assert 10 <= changed <= 30 and sorted(c.id for c in shared) == sorted(c.id for c in cuts)
+    durations = {c.id: c.duration for c in shared}
+    assert durations == {c.id: c.duration for c in again}  # the same cuts, the same factors
+    assert set(durations.values()) == {1.0, 1 / 0.8, 1 / 1.25}  # factor f: 1/f as long
+    write_manifest(shared, tmp_path / "train.jsonl.gz")
+    for cut in CutSet.from_file(tmp_path / "train.jsonl.gz"):
+        audio = cut.load_audio()[0]
+        assert audio.shape[0] == round(cut.duration * 16000)
+        assert cut.supervisions[0].duration == pytest.approx(cut.duration)
+        peak_hz = np.argmax(np.abs(np.fft.rfft(audio))) * 16000 / audio.shape[0]
+        assert peak_hz == pytest.approx(440 / cut.duration, rel=0.02)  # faster: higher pitch
+
+
 def test_held_out_voices_never_speak_a_training_sentence():
     from slam.config import ConfigError
     from slam.data.corpora.tts import TtsEngine, plan_renderings

@@ -41,7 +41,7 @@ from slam.data.corpora import tts as _tts  # noqa: F401  (registers the tts sour
 from slam.data.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.data.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.data.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
-from slam.data.corpora.channel import telephone_share
+from slam.data.corpora.channel import speed_share, telephone_share
 from slam.data.corpora.text import SPLITS
 from slam.data.corpora.validate import BadInputError, validate_cuts
 from slam.track.tracking import start_run
@@ -113,6 +113,8 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
                 counts["skipped"]["render_failed"] = failed[split]
             if split == "train" and c.telephone_fraction > 0:
                 cuts, counts["telephone_channel"] = telephone_share(cuts, c.telephone_fraction, c.seed)
+            if split == "train" and c.speed_fraction > 0:
+                cuts, counts["speed_perturbed"] = speed_share(cuts, c.speed_fraction, c.speed_factors, c.seed)
             sets[split] = cuts
             set_stats[split] = {**counts, "source": c.source}
     for name in c.real_sets:

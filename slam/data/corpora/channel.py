@@ -1,9 +1,13 @@
-"""Telephone channel for a share of the training speech (lhotse's narrowband effect).
+"""Channel and speaker perturbations for a share of the training speech (lhotse's lazy effects).
 
-The synthetic corpus is clean 16 kHz speech; real prompts (asterisk_en) are 8 kHz telephone
-recordings. Sending a seeded share of the training cuts through 8 kHz + mu-law and back
-(lhotse ``Cut.narrowband``, a lazy transform: the cache stage renders it when it reads the
-audio) shows the model that channel without growing the corpus.
+The synthetic corpus is clean 16 kHz speech from a few dozen voices; real prompts (asterisk_en)
+are one real speaker's 8 kHz telephone recordings. Both perturbations are lazy lhotse transforms
+on a seeded share of the training cuts (the cache stage renders them when it reads the audio),
+so they show the model more channels and speakers without growing the corpus:
+- telephone: 8 kHz + mu-law and back (``Cut.narrowband``);
+- speed: resampling by a factor (``Cut.perturb_speed``, Kaldi's speed perturbation), which
+  shifts pitch and formants together, as a shorter or longer vocal tract would: new speakers
+  from the same voices, which TTS's own rate control (durations only) does not give.
 """
 
 from __future__ import annotations
@@ -30,6 +34,23 @@ def telephone_share(cuts: CutSet, fraction: float, seed: int) -> tuple[CutSet, i
     for cut in cuts:
         if drawn(cut.id, seed, fraction):
             cut = cut.narrowband(NARROWBAND_CODEC, affix_id=False)
+            changed += 1
+        out.append(cut)
+    return CutSet.from_cuts(out), changed
+
+
+def speed_share(cuts: CutSet, fraction: float, factors: list[float], seed: int) -> tuple[CutSet, int]:
+    """The cuts with a seeded ``fraction`` of them speed-perturbed, each by one of ``factors``
+    drawn by a hash of its id (ids keep their own; supervisions are rescaled by lhotse), and how
+    many were changed."""
+    if fraction <= 0 or not factors:
+        return cuts, 0
+    out, changed = [], 0
+    for cut in cuts:
+        if drawn(cut.id, seed + 1, fraction):  # not the same cuts as the telephone share's
+            digest = hashlib.sha256(f"speed:{seed}:{cut.id}".encode()).digest()
+            factor = factors[int.from_bytes(digest[:8], "big") % len(factors)]
+            cut = cut.perturb_speed(factor, affix_id=False)
             changed += 1
         out.append(cut)
     return CutSet.from_cuts(out), changed
