@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +74,45 @@ def tiny_cfg(tmp_path, tiny_models) -> SlamConfig:
     cfg.runtime.precision = "fp32"
     write_corpus(Path(cfg.corpus.dir), {"train": 16, "dev": 4, "test": 4})
     return cfg
+
+
+PINS = Path(__file__).with_name("pinned_metrics.json")
+
+
+CLOCKS = ("minutes", "seconds", "rtf", "per_s", "time")  # how long, not what: never pinned
+
+
+def numbers(tree: object, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of nested dicts, by dotted path (booleans, None and clocks left out)."""
+    if isinstance(tree, Mapping):
+        out: dict[str, float] = {}
+        for key, value in tree.items():
+            if not any(clock in str(key).lower() for clock in CLOCKS):
+                out.update(numbers(value, f"{prefix}{key}."))
+        return out
+    if isinstance(tree, int | float) and not isinstance(tree, bool) and math.isfinite(tree):
+        return {prefix[:-1]: float(tree)}
+    return {}
+
+
+@pytest.fixture()
+def pinned() -> Callable[[str, object], None]:
+    """Check a recipe's metrics on its tiny end-to-end run against the values pinned in
+    ``pinned_metrics.json``, so that a refactoring which changes what a recipe computes fails
+    (``SLAM_UPDATE_PINS=1`` rewrites the pins: for changes meant to move them). Losses and
+    scores are compared to 1e-3 relative: the same code on another CPU may round differently."""
+
+    def check(name: str, results: object) -> None:
+        values = numbers(results)
+        pins = json.loads(PINS.read_text()) if PINS.exists() else {}
+        if os.environ.get("SLAM_UPDATE_PINS"):
+            pins[name] = values
+            PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+            return
+        assert name in pins, f"no pinned metrics for {name!r}: run once with SLAM_UPDATE_PINS=1"
+        assert sorted(values) == sorted(pins[name]), f"{name}: other metrics than the pinned ones"
+        moved = {k: (pins[name][k], v) for k, v in values.items()
+                 if not math.isclose(v, pins[name][k], rel_tol=1e-3, abs_tol=1e-6)}
+        assert not moved, f"{name}: metrics moved from their pins (pinned, now): {moved}"
+
+    return check

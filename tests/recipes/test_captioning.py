@@ -131,7 +131,7 @@ def test_scenes_source_and_an_unknown_source(tmp_path):
         prepare_corpus(cfg)
 
 
-def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
+def test_aac_recipe_end_to_end(tiny_cfg, tmp_path, pinned):
     from slam.data.cache import build_cache
     from slam.data.corpora import prepare_corpus
     from slam.decode.hyps import read_hyps
@@ -176,13 +176,14 @@ def test_aac_recipe_end_to_end(tiny_cfg, tmp_path):
     assert set(metrics["llm"]) == {"test.beam1", "test.beam2", "test.refine", "test.retrieval"}
     assert metrics["baseline"]["test.most_frequent"]["clips"] == len(test_ids)
     assert metrics["llm"]["test.beam1"]["meteor"] is None  # not requested
+    pinned("aac", {"train": summary, "score": metrics})
     results = (Path(cfg.score.dir) / "aac" / "results.md").read_text()
     assert "| test | most frequent training caption |" in results and "CIDEr-D" in results
     assert "METEOR n/a: not requested" in results
     assert (Path(cfg.score.dir) / "aac" / "scores.png").exists()
 
 
-def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
+def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch, pinned):
     """DRCap: the LLM trains on caption vectors only and decodes from projected audio vectors."""
     from slam.data import cuts
     from slam.data.cache import build_cache
@@ -225,6 +226,7 @@ def test_aac_zero_shot_recipe_end_to_end(tiny_cfg, tmp_path, monkeypatch):
         assert {r["id"] for r in read_hyps(Path(cfg.decode.dir) / f"test.{label}.jsonl")} == test_ids
     metrics = score(cfg)
     assert set(metrics["llm"]) == {"test.beam1", "test.beam2", "test.refine", "test.retrieval"}
+    pinned("aac_zeroshot", {"train": summary, "score": metrics})
 
 
 # -- music ---------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def _interrupt_after(monkeypatch, step: int) -> None:
     monkeypatch.setattr(slam.train.loop, "save_checkpoint", save_then_stop)
 
 
-def test_cache_train_resume_decode_score(tiny_cfg, tmp_path, monkeypatch):
+def test_cache_train_resume_decode_score(tiny_cfg, tmp_path, monkeypatch, pinned):
     info = build_cache(tiny_cfg)
     assert info["sets"] == {"dev": 4, "test": 4, "train": 16} and info["dim"] == 32
     cut = next(iter(load_cached_cuts(tiny_cfg, "train")))
@@ -98,6 +98,7 @@ def test_cache_train_resume_decode_score(tiny_cfg, tmp_path, monkeypatch):
     assert set(metrics) == {"llm", "whisper"}
     assert set(metrics["llm"]) == {"test.beam1", "test.beam2"}
     assert metrics["llm"]["test.beam1"]["utterances"] == 4
+    pinned("asr", {"train": summary, "score": metrics})
     table = (Path(fresh.score.dir) / "asr" / "results.md").read_text()
     assert "Whisper (own decoder)" in table and "beam 2" in table
     curve = (Path(fresh.score.dir) / "asr" / "train_curve.csv").read_text().splitlines()

@@ -254,13 +254,13 @@ def test_bad_specs_say_what_is_wrong(bad, message):
 def test_the_shipped_specs_parse():
     from slam.track.tables import load_specs
 
-    specs = {s.name: s for s in load_specs(Path(__file__).resolve().parents[1] / "params" / "tables.yaml")}
+    specs = {s.name: s for s in load_specs(Path(__file__).resolve().parents[2] / "params" / "tables.yaml")}
     assert {"table1_encoder_llm", "table4_decoder", "ablation"} <= set(specs)
     table1 = specs["table1_encoder_llm"]
     assert [r.label for r in table1.rows] == ["whisper-tiny.en", "whisper-base"]
     # the column values are the model dirs the zoo creates, as the encoder/llm tags name them
     llm_dirs = {Path(yaml.safe_load(p.read_text())["path"]).name
-                for p in (Path(__file__).resolve().parents[1] / "params" / "llm").glob("*.yaml")}
+                for p in (Path(__file__).resolve().parents[2] / "params" / "llm").glob("*.yaml")}
     assert {c.label for c in table1.columns} <= llm_dirs
 
 
@@ -269,7 +269,7 @@ def test_the_committed_tables_rebuild_byte_for_byte(store, tmp_path):
     """A fresh clone has no MLflow store: `make tables` must leave every committed table as it
     is (md, csv and png), whether the store is empty (every filled cell kept from the committed
     CSV, never "missing") or holds the committed run records (`make tables` imports them)."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "tables"
     out.mkdir()
     for path in (repo / "tables").iterdir():

@@ -32,7 +32,7 @@ from slam.decode.stage import decode
 from slam.model.speech_llm import SpeechLLM
 from slam.train.loop import CHECKPOINTS, MODEL, TRAINABLE, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from slam.model.encoders import ENCODERS, build_encoder
 from slam.model.projectors import build_projector, load_projector, save_projector
 from slam.registry import UnknownComponentError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_unknown_component_lists_known_ones():
@@ -28,7 +28,7 @@ def test_only_the_recipe_modules_ask_which_recipe_runs():
     compares ``cfg.recipe`` with a name (the config check looks it up in the registry)."""
     import ast
 
-    root = Path(__file__).resolve().parents[1] / "slam"
+    root = Path(__file__).resolve().parents[2] / "slam"
     found = []
     for path in sorted(root.rglob("*.py")):
         if "recipes" in path.relative_to(root).parts:

@@ -144,7 +144,7 @@ def test_the_ui_of_a_fresh_clone_shows_the_committed_grid(tmp_path):
     from slam.cli import main as slam_main
     from slam.track.records import find_records, load_record
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     slam_main(["import", "--root", str(repo / "metrics"), "--tracking-uri", uri])
     grid = [load_record(p) for p in find_records(repo / "metrics" / "grid") if p.parent.name == "llm"]
@@ -168,7 +168,7 @@ def test_records_import_into_a_server_once(tmp_path):
     the record it came from, the artifacts uploaded through it; a second import adds nothing."""
     from slam.track.records import RECORD_ID_TAG, find_records, import_records, load_record
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     root = repo / "metrics" / "grid"
     records = [load_record(p) for p in find_records(root)]
     with served(f"sqlite:///{tmp_path / 'server.db'}", tmp_path) as (base, _):

@@ -90,7 +90,7 @@ def test_every_llm_option_is_imported_by_the_zoo(option) -> None:
 
     from slam.compose import compose_params
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     composed = yaml.safe_load(compose_params([f"llm={option}"], root / "params"))
     zoo = {f"{composed['zoo']['llm_dir']}/{m['name']}": m for m in composed["zoo"]["llms"]}
     assert composed["llm"]["path"] in zoo

@@ -252,14 +252,14 @@ def test_run_key_and_train_stage_params_follow_the_training_keys(tiny_cfg):
     tiny_cfg.bias.filter_threshold, tiny_cfg.bias.list_sizes = 50.0, [10]
     assert run_key(tiny_cfg) == bias_key  # decoding settings do not restart training
     # the train stage reruns on exactly the keys that shape training or the CTC head
-    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
     listed = {p.removeprefix("bias.") for p in stages["train"]["params"] if p.startswith("bias.")}
     assert listed == set(TRAINING_KEYS) | set(CTC_HEAD_KEYS)
     assert listed <= {f.name for f in dataclasses.fields(BiasConfig)}
 
 
 # -- end to end --------------------------------------------------------------------------------
-def test_biasing_train_decode_score(tiny_cfg):
+def test_biasing_train_decode_score(tiny_cfg, pinned):
     from slam.data.cache import build_cache
     from slam.decode.hyps import read_hyps
     from slam.decode.stage import decode, decode_baseline
@@ -297,5 +297,6 @@ def test_biasing_train_decode_score(tiny_cfg):
     for row in table.values():
         assert {"wer", "b_wer", "u_wer", "recall"} <= set(row) and row["utterances"] == 4
     assert table["gt"]["prompt_rare_recall"] == 1.0 and table["none"]["prompt_entries"] == 0
+    pinned("asr_bias", {"train": summary, "biasing": table})
     results = (metrics_dir / "results.md").read_text()
     assert "Contextual biasing" in results and "| LLM-based | ground-truth hotwords |" in results

@@ -16,7 +16,7 @@ from slam.data.cache import build_cache
 from slam.decode.hyps import read_hyps
 from slam.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def torchrun(stage: str, cfg, workdir: Path, nproc: int = 2) -> None:

@@ -13,7 +13,7 @@ from slam.compose import compose_params
 from slam.config import ProjectorConfig, to_config
 from slam.model.projectors import PROJECTORS, build_projector, load_projector, save_projector
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IN_DIM, OUT_DIM = 8, 12
 # Small enough that every Q-Former case runs in milliseconds.
 SMALL = ProjectorConfig(hidden=16, qformer_layers=1, qformer_heads=2, qformer_hidden=16)

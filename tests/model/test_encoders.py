@@ -20,7 +20,7 @@ from slam.model.encoders import ENCODERS, build_encoder
 from slam.model.encoders.base import pad_features
 from slam.testing_encoders import TINY_ENCODERS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = [*TINY_ENCODERS, "whisper"]
 LAYERED = ["hubert", "wavlm", "wav2vec2", "data2vec", "mert", "ast", "whisper"]
 # |frames - seconds * frame_rate| allowed by each family's edge rounding (convolution or

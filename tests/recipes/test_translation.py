@@ -140,7 +140,7 @@ def test_french_asterisk_prompts_carry_the_english_text(tmp_path):
 
 
 @needs_espeak
-def test_st_recipe_end_to_end(tiny_cfg, tmp_path):
+def test_st_recipe_end_to_end(tiny_cfg, tmp_path, pinned):
     from slam.data.cache import build_cache
     from slam.data.corpora import prepare_corpus
     from slam.decode.hyps import read_hyps
@@ -196,5 +196,6 @@ def test_st_recipe_end_to_end(tiny_cfg, tmp_path):
     assert results["test.cascade"]["transcript_wer"] is not None
     assert "transcript_wer" not in results["test.mmt_gold"]  # it was given the transcript
     assert all(0 <= r["bleu"] <= 100 for r in results.values())
+    pinned("st", {"train": summary, "score": metrics})
     table = (Path(cfg.score.dir) / "st" / "results.md").read_text()
     assert "| test | SRT (chain of thought), greedy |" in table and "| test | cascade: ASR" in table

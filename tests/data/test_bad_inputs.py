@@ -4,7 +4,7 @@ One corpus of broken items (audio and transcripts) goes through the user-manifes
 the prepare stage in both accepted forms (SLAM-LLM jsonl and a Lhotse cut manifest), then
 through the stage entrypoint (one line on stderr, exit 1, or counts in ``stats.json`` and
 MLflow), the cache stage and the ``slam transcribe`` input path. Broken configs too.
-(tests/test_corpora.py covers the plain corrupt/empty WAV and duplicate cases; the items
+(tests/data/test_corpora.py covers the plain corrupt/empty WAV and duplicate cases; the items
 here are the rest.)
 """
 

@@ -16,7 +16,7 @@ from slam.data.corpora import neural_tts
 from slam.data.corpora.neural_tts import KokoroEngine, PiperEngine
 from slam.data.corpora.tts import TTS_ENGINES, RenderJob, available_engines, plan_renderings, render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
