@@ -80,6 +80,10 @@ class CorpusConfig:
     # shift together: new vocal tracts from the same voices; slam.data.corpora.channel)
     speed_fraction: float = 0.0
     speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.1])
+    # about this share of the training sentences read 2..join_max at a time in one utterance
+    # (real prompts run longer than one sentence; slam.data.corpora.text.join_sentences)
+    join_fraction: float = 0.0
+    join_max: int = 3
     # voices no training utterance uses ("engine" for all its voices, or "engine:voice"):
     # dev and test keep them, flagged ``held_out``, so reports show unseen speakers apart
     held_out_voices: list[str] = field(default_factory=list)
@@ -447,7 +451,8 @@ RANGES: dict[type, dict[str, Range]] = {
     CorpusConfig: {
         "num_utterances": NON_NEGATIVE,  # 0: no synthetic sets, the user's manifests only
         "dev_fraction": FRACTION, "test_fraction": FRACTION, "telephone_fraction": FRACTION,
-        "speed_fraction": FRACTION, "speed_factors": Range(0.5, 2.0),
+        "speed_fraction": FRACTION, "speed_factors": Range(0.5, 2.0), "join_fraction": FRACTION,
+        "join_max": COUNT,
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
     },

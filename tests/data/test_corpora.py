@@ -370,6 +370,21 @@ def test_speed_share_resamples_a_seeded_share_by_its_factors_and_survives_the_ma
         assert peak_hz == pytest.approx(440 / cut.duration, rel=0.02)  # faster: higher pitch
 
 
+def test_join_sentences_reads_a_share_in_runs_keeping_every_sentence_in_order():
+    from slam.data.corpora.text import join_sentences
+
+    sentences = [f"sentence number {i}" + ("." if i % 2 else "") for i in range(3000)]
+    joined = join_sentences(sentences, 0.4, 4, seed=1)
+    assert joined == join_sentences(sentences, 0.4, 4, seed=1)
+    assert " ".join(joined).replace(".", "") == " ".join(sentences).replace(".", "")  # all, in order
+    runs = [u for u in joined if u.count("sentence") > 1]
+    sizes = [u.count("sentence") for u in runs]
+    assert set(sizes) == {2, 3, 4}
+    assert 0.35 < sum(sizes) / len(sentences) < 0.45  # the share of sentences read in runs
+    assert all(u.endswith(".") and ". sentence" in u for u in runs)  # a stop between sentences
+    assert join_sentences(sentences, 0.0, 4, seed=1) == sentences
+
+
 def test_held_out_voices_never_speak_a_training_sentence():
     from slam.config import ConfigError
     from slam.data.corpora.tts import TtsEngine, plan_renderings

@@ -321,6 +321,33 @@ def sentence_pool(
     return pool
 
 
+def join_sentences(sentences: list[str], fraction: float, most: int, seed: int) -> list[str]:
+    """The sentences with a seeded ``fraction`` of them read as runs of 2..``most`` in one
+    utterance ("First one. Second one."): the same text in fewer, longer utterances, for real
+    prompts that run past one sentence (a third of asterisk_en's words are in clips over 6 s,
+    longer than any single-sentence utterance). A sentence without a closing mark gets a full
+    stop, so the voice pauses where a reader would."""
+    if fraction <= 0 or most < 2:
+        return list(sentences)
+    rng = random.Random(seed)
+    # a run starts with probability p and takes (2 + most) / 2 sentences on average: the p
+    # that puts ``fraction`` of the sentences in runs
+    mean_run = (2 + most) / 2
+    p = fraction / (mean_run * (1 - fraction) + fraction)
+    out: list[str] = []
+    i = 0
+    while i < len(sentences):
+        if rng.random() < p:
+            n = min(rng.randint(2, most), len(sentences) - i)
+            run = [s if s[-1] in ".!?" else s + "." for s in sentences[i : i + n]]
+            out.append(" ".join(run))
+            i += n
+        else:
+            out.append(sentences[i])
+            i += 1
+    return out
+
+
 def pick_sentences(
     pool: list[str], num_utterances: int, dev_fraction: float, test_fraction: float,
     splits: Iterable[str] = SPLITS,

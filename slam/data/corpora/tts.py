@@ -541,6 +541,10 @@ def speak_sentences(
     ``cfg.language`` -> wavs -> one CutSet per split, and a summary (counts, failures,
     throughput) for ``stats.json``. Shared by the tts and parallel sources."""
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
+    if "train" in sentences:  # dev and test keep one sentence per utterance (comparable sets)
+        sentences["train"] = text_mod.join_sentences(
+            sentences["train"], cfg.join_fraction, cfg.join_max, cfg.seed
+        )
     engines = available_engines(cfg.engines, cfg.language)
     jobs = plan_renderings(sentences, engines, cfg.seed, cfg.held_out_voices, cfg.engine_weights)
     report = render(
