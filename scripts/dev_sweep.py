@@ -6,7 +6,9 @@
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
 LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
-models trained on other corpora are scored on the same cuts) and prints one JSON line each.
+models trained on other corpora are scored on the same cuts) and prints one JSON line each,
+with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
+each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 from slam.config import load_config
 from slam.data.cache import cache_dim, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, batches_of
+from slam.decode.hyps import write_hyps
 from slam.decode.inference import trained_config
 from slam.model.speech_llm import build_speech_llm, load_assets
 from slam.score.metrics import score_wer
+from slam.score.metrics.reports import duration_bucket
 from slam.train.loop import load_trainable
 from slam.utils import setup_runtime
 
@@ -43,6 +47,7 @@ def main() -> None:
     parser.add_argument("--dev-cache", help="cache dir whose dev set is decoded (default: the model's)")
     parser.add_argument("--set", default="dev", help="the cached set to decode (default dev)")
     parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
+    parser.add_argument("--hyps", type=Path, help="write each setting's hypotheses into this folder")
     args = parser.parse_args()
     checkpoint = (args.model / "state.json").exists()
     cfg = load_config(args.params) if checkpoint else trained_config(args.model)
@@ -57,6 +62,7 @@ def main() -> None:
     dev_cfg = copy.deepcopy(cfg)
     dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
     cuts = load_cached_cuts(dev_cfg, args.set).subset(first=args.cuts)
+    bucket = {cut.id: duration_bucket(cut.duration) for cut in cuts}
     for setting in args.settings:
         start, hyps, refs = time.monotonic(), {}, {}
         for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
@@ -69,10 +75,19 @@ def main() -> None:
                                                cfg.decode.ctc_pre_beam)  # fmt: skip
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
+        minutes = round((time.monotonic() - start) / 60, 2)
         wer = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
+        by_length = {}
+        for label in sorted(set(bucket.values())):
+            ids = [i for i in refs if bucket[i] == label]
+            scored = score_wer({i: refs[i] for i in ids}, {i: hyps[i] for i in ids}, cfg.score.normalizer)
+            by_length[label] = {"utts": len(ids), "wer": round(100 * scored["summary"]["wer"], 2)}
+        if args.hyps:
+            rows = [{"id": i, "ref": refs[i], "hyp": hyps[i]} for i in refs]
+            write_hyps(args.hyps / f"{args.set}.{setting}.jsonl", rows)
         print(json.dumps({"model": str(args.model), "set": args.set, "setting": setting,
-                          "dev_wer": round(100 * wer, 2),
-                          "minutes": round((time.monotonic() - start) / 60, 2)}), flush=True)  # fmt: skip
+                          "dev_wer": round(100 * wer, 2), "minutes": minutes, "by_length": by_length}),
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
