@@ -48,9 +48,12 @@ def main() -> None:
     parser.add_argument("--set", default="dev", help="the cached set to decode (default dev)")
     parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
     parser.add_argument("--hyps", type=Path, help="write each setting's hypotheses into this folder")
+    parser.add_argument("--max-new-tokens", type=int, help="instead of the model's decode.max_new_tokens")
     args = parser.parse_args()
     checkpoint = (args.model / "state.json").exists()
     cfg = load_config(args.params) if checkpoint else trained_config(args.model)
+    if args.max_new_tokens:
+        cfg.decode.max_new_tokens = args.max_new_tokens
     device = setup_runtime(cfg.runtime)
     model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
     if checkpoint:

@@ -298,5 +298,19 @@ def test_biasing_train_decode_score(tiny_cfg, pinned):
         assert {"wer", "b_wer", "u_wer", "recall"} <= set(row) and row["utterances"] == 4
     assert table["gt"]["prompt_rare_recall"] == 1.0 and table["none"]["prompt_entries"] == 0
     pinned("asr_bias", {"train": summary, "biasing": table})
+    # Table VII's cells come from the runs: each condition's B-WER, U-WER and recall are logged
+    from mlflow import MlflowClient
+
+    from slam.decode.hyps import RUN_FILE
+
+    client = MlflowClient(cfg.tracking.uri)
+    for system, directory in (("llm", cfg.decode.dir), ("whisper", cfg.baseline.dir)):
+        run_id = json.loads((Path(directory) / RUN_FILE).read_text())["mlflow_run_id"]
+        logged = client.get_run(run_id).data.metrics
+        for name, row in table.items():
+            if (name == "whisper") == (system == "whisper"):
+                label = "test_beam1" if name == "whisper" else f"test_{name}_beam1"
+                assert logged[f"b_wer_{label}"] == pytest.approx(row["b_wer"])
+                assert logged[f"recall_{label}"] == pytest.approx(row["recall"])
     results = (metrics_dir / "results.md").read_text()
     assert "Contextual biasing" in results and "| LLM-based | ground-truth hotwords |" in results

@@ -125,7 +125,37 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
                              f"{_pct(s['u_wer'])} | {_pct(s['recall'])} | {s['prompt_entries']:.1f} | "
                              f"{_pct(s['prompt_rare_recall'])} |")
     atomic_write_json(metrics_dir / "biasing.json", results)
+    log_biasing_metrics(cfg, results)
     return "\n".join(lines) + "\n"
+
+
+BIASING_LOGGED = ("b_wer", "u_wer", "recall")
+
+
+def log_biasing_metrics(cfg: SlamConfig, results: dict[str, dict]) -> None:
+    """B-WER, U-WER and recall of each condition into its system's MLflow run, named as the
+    score stage names its metrics (``b_wer_test_n100_ctc_beam1``; the baseline's row as
+    ``b_wer_test_beam1``), so that Table VII's cells come from tracked runs."""
+    import mlflow
+
+    from slam.decode.hyps import RUN_FILE
+    from slam.track.tracking import start_run
+
+    by_system: dict[str, dict[str, float]] = {"llm": {}, "whisper": {}}
+    for key, table in results.items():
+        set_name, beams = key.rsplit(".", 1)
+        for name, row in table.items():
+            if name == "whisper":
+                system, label = "whisper", f"{set_name}_{beams}"
+            else:
+                system, label = "llm", f"{set_name}_{name}_{beams}"
+            logged = {f"{m}_{label}": row[m] for m in BIASING_LOGGED if row.get(m) is not None}
+            by_system[system].update(logged)
+    for system, directory in (("llm", cfg.decode.dir), ("whisper", cfg.baseline.dir)):
+        run_file = Path(directory) / RUN_FILE
+        if by_system[system] and run_file.exists():
+            with start_run(cfg, system, run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
+                mlflow.log_metrics(by_system[system])
 
 
 # -- breakdown: WER by synthesis engine, voice and utterance length ------------------------------
