@@ -13,8 +13,10 @@ so they show the model more channels and speakers without growing the corpus:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from lhotse import CutSet
+from lhotse.cut import Cut
 
 NARROWBAND_CODEC = "mulaw"
 
@@ -25,32 +27,36 @@ def drawn(cut_id: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def telephone_share(cuts: CutSet, fraction: float, seed: int) -> tuple[CutSet, int]:
-    """The cuts with a seeded ``fraction`` of them narrowband (8 kHz, mu-law, back to their
-    rate; ids keep their own), and how many were changed."""
+def perturb_share(
+    cuts: CutSet, fraction: float, seed: int, perturb: Callable[[Cut], Cut]
+) -> tuple[CutSet, int]:
+    """The cuts with a seeded ``fraction`` of them through ``perturb``, and how many were changed."""
     if fraction <= 0:
         return cuts, 0
     out, changed = [], 0
     for cut in cuts:
         if drawn(cut.id, seed, fraction):
-            cut = cut.narrowband(NARROWBAND_CODEC, affix_id=False)
+            cut = perturb(cut)
             changed += 1
         out.append(cut)
     return CutSet.from_cuts(out), changed
+
+
+def telephone_share(cuts: CutSet, fraction: float, seed: int) -> tuple[CutSet, int]:
+    """The cuts with a seeded ``fraction`` of them narrowband (8 kHz, mu-law, back to their
+    rate; ids keep their own), and how many were changed."""
+    return perturb_share(cuts, fraction, seed, lambda cut: cut.narrowband(NARROWBAND_CODEC, affix_id=False))
 
 
 def speed_share(cuts: CutSet, fraction: float, factors: list[float], seed: int) -> tuple[CutSet, int]:
     """The cuts with a seeded ``fraction`` of them speed-perturbed, each by one of ``factors``
     drawn by a hash of its id (ids keep their own; supervisions are rescaled by lhotse), and how
     many were changed."""
-    if fraction <= 0 or not factors:
+    if not factors:
         return cuts, 0
-    out, changed = [], 0
-    for cut in cuts:
-        if drawn(cut.id, seed + 1, fraction):  # not the same cuts as the telephone share's
-            digest = hashlib.sha256(f"speed:{seed}:{cut.id}".encode()).digest()
-            factor = factors[int.from_bytes(digest[:8], "big") % len(factors)]
-            cut = cut.perturb_speed(factor, affix_id=False)
-            changed += 1
-        out.append(cut)
-    return CutSet.from_cuts(out), changed
+
+    def resample(cut: Cut) -> Cut:
+        digest = hashlib.sha256(f"speed:{seed}:{cut.id}".encode()).digest()
+        return cut.perturb_speed(factors[int.from_bytes(digest[:8], "big") % len(factors)], affix_id=False)
+
+    return perturb_share(cuts, fraction, seed + 1, resample)  # seed + 1: not the telephone share's cuts
