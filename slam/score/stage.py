@@ -22,7 +22,7 @@ from slam.decode.hyps import RUN_FILE, decoding_name, label_order, read_hyps, we
 from slam.recipes import recipe_of
 from slam.score.metrics import score_translation, score_wer
 from slam.score.metrics.captions import score_captions
-from slam.score.metrics.reports import run_reports
+from slam.score.metrics.reports import report_metrics, run_reports
 from slam.tasks.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
 from slam.tasks.translation import CASCADE, MMT_GOLD, split_output, translation_of
 from slam.track.plots import learning_curve, score_bars
@@ -257,6 +257,10 @@ def score(cfg: SlamConfig) -> dict:
     train = json.loads(train_file.read_text()) if train_file.exists() else None
     table = scoring.table(metrics, train)
     table += run_reports(cfg, metrics_dir)  # score.reports: extra sections
+    for system, values in report_metrics(cfg, metrics_dir).items():  # e.g. Table VII's B-WER
+        if system in run_ids and values:
+            with start_run(cfg, system, run_id=run_ids[system]):
+                mlflow.log_metrics(values)
     atomic_write_text(metrics_dir / "results.md", table)
     figures = [score_bars(metrics, metrics_dir / "scores.png", *scoring.bars),
                learning_curve(metrics_dir, metrics_dir / "learning_curve.png")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,23 +126,17 @@ def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
                              f"{_pct(s['u_wer'])} | {_pct(s['recall'])} | {s['prompt_entries']:.1f} | "
                              f"{_pct(s['prompt_rare_recall'])} |")
     atomic_write_json(metrics_dir / "biasing.json", results)
-    log_biasing_metrics(cfg, results)
     return "\n".join(lines) + "\n"
 
 
 BIASING_LOGGED = ("b_wer", "u_wer", "recall")
 
 
-def log_biasing_metrics(cfg: SlamConfig, results: dict[str, dict]) -> None:
-    """B-WER, U-WER and recall of each condition into its system's MLflow run, named as the
+def biasing_metrics(results: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """B-WER, U-WER and recall of each condition in ``biasing.json``, by system, named as the
     score stage names its metrics (``b_wer_test_n100_ctc_beam1``; the baseline's row as
     ``b_wer_test_beam1``), so that Table VII's cells come from tracked runs."""
-    import mlflow
-
-    from slam.decode.hyps import RUN_FILE
-    from slam.track.tracking import start_run
-
-    by_system: dict[str, dict[str, float]] = {"llm": {}, "whisper": {}}
+    by_system: dict[str, dict[str, float]] = {}
     for key, table in results.items():
         set_name, beams = key.rsplit(".", 1)
         for name, row in table.items():
@@ -150,12 +145,23 @@ def log_biasing_metrics(cfg: SlamConfig, results: dict[str, dict]) -> None:
             else:
                 system, label = "llm", f"{set_name}_{name}_{beams}"
             logged = {f"{m}_{label}": row[m] for m in BIASING_LOGGED if row.get(m) is not None}
-            by_system[system].update(logged)
-    for system, directory in (("llm", cfg.decode.dir), ("whisper", cfg.baseline.dir)):
-        run_file = Path(directory) / RUN_FILE
-        if by_system[system] and run_file.exists():
-            with start_run(cfg, system, run_id=json.loads(run_file.read_text())["mlflow_run_id"]):
-                mlflow.log_metrics(by_system[system])
+            by_system.setdefault(system, {}).update(logged)
+    return by_system
+
+
+# Reports whose numbers also go into the systems' runs: name -> (its <name>.json -> by system)
+REPORT_METRICS: dict[str, Callable[[dict], dict[str, dict[str, float]]]] = {"biasing": biasing_metrics}
+
+
+def report_metrics(cfg: SlamConfig, metrics_dir: Path) -> dict[str, dict[str, float]]:
+    """The metrics of the configured reports (after :func:`run_reports` wrote them), by system."""
+    out: dict[str, dict[str, float]] = {}
+    for name in cfg.score.reports:
+        if name in REPORT_METRICS:
+            results = json.loads((metrics_dir / f"{name}.json").read_text())
+            for system, values in REPORT_METRICS[name](results).items():
+                out.setdefault(system, {}).update(values)
+    return out
 
 
 # -- breakdown: WER by synthesis engine, voice and utterance length ------------------------------
