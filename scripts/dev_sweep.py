@@ -9,6 +9,11 @@ LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--d
 models trained on other corpora are scored on the same cuts) and prints one JSON line each,
 with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
 each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
+
+``by_half`` splits the decoded cuts in two by a hash of their text, as
+``corpus.real_dev_fraction=0.5`` splits a real set (``held_out_split``: no prompt in both): on
+a real set decoded whole, its ``dev`` half is what experiments decide by and its ``test`` half
+what they report.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from slam.config import load_config
 from slam.data.cache import cache_dim, load_cached_cuts
+from slam.data.corpora.text import held_out_split
 from slam.data.cuts import AudioTextDataset, batches_of
 from slam.decode.hyps import write_hyps
 from slam.decode.inference import trained_config
@@ -37,6 +43,16 @@ def parse_setting(setting: str) -> tuple[int, float]:
         return 1, float(setting[1:])
     beams, weight = setting[1:].split(":")
     return int(beams), float(weight)
+
+
+def breakdown(refs: dict, hyps: dict, group: dict[str, str], cfg) -> dict[str, dict]:
+    """WER of each group of utterances (``group``: id -> label)."""
+    out = {}
+    for label in sorted(set(group.values())):
+        ids = [i for i in refs if group[i] == label]
+        scored = score_wer({i: refs[i] for i in ids}, {i: hyps[i] for i in ids}, cfg.score.normalizer)
+        out[label] = {"utts": len(ids), "wer": round(100 * scored["summary"]["wer"], 2)}
+    return out
 
 
 def main() -> None:
@@ -66,6 +82,7 @@ def main() -> None:
     dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
     cuts = load_cached_cuts(dev_cfg, args.set).subset(first=args.cuts)
     bucket = {cut.id: duration_bucket(cut.duration) for cut in cuts}
+    half = {cut.id: held_out_split(cut.supervisions[0].text, 0.5) for cut in cuts}
     for setting in args.settings:
         start, hyps, refs = time.monotonic(), {}, {}
         for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
@@ -80,16 +97,13 @@ def main() -> None:
             refs.update(zip(batch["ids"], batch["texts"]))
         minutes = round((time.monotonic() - start) / 60, 2)
         wer = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
-        by_length = {}
-        for label in sorted(set(bucket.values())):
-            ids = [i for i in refs if bucket[i] == label]
-            scored = score_wer({i: refs[i] for i in ids}, {i: hyps[i] for i in ids}, cfg.score.normalizer)
-            by_length[label] = {"utts": len(ids), "wer": round(100 * scored["summary"]["wer"], 2)}
+        by_length, by_half = breakdown(refs, hyps, bucket, cfg), breakdown(refs, hyps, half, cfg)
         if args.hyps:
             rows = [{"id": i, "ref": refs[i], "hyp": hyps[i]} for i in refs]
             write_hyps(args.hyps / f"{args.set}.{setting}.jsonl", rows)
         print(json.dumps({"model": str(args.model), "set": args.set, "setting": setting,
-                          "dev_wer": round(100 * wer, 2), "minutes": minutes, "by_length": by_length}),
+                          "dev_wer": round(100 * wer, 2), "minutes": minutes, "by_length": by_length,
+                          "by_half": by_half}),
               flush=True)  # fmt: skip
 
 

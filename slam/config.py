@@ -89,6 +89,10 @@ class CorpusConfig:
     held_out_voices: list[str] = field(default_factory=list)
     # real test sets from Debian packages
     real_sets: list[str] = field(default_factory=lambda: ["asterisk_en"])
+    # share of each real set's prompt texts held out as ``<name>_dev`` (split by a hash of the
+    # text, so no prompt is in both): real speech to select checkpoints and decide experiments
+    # by (``train.dev_set``); the rest stays ``<name>``, the test. 0: off
+    real_dev_fraction: float = 0.0
     # a user's own corpus: Lhotse manifests or SLAM-LLM-style jsonl, by split name
     user_manifests: dict[str, str] = field(default_factory=dict)
     skip_bad: bool = False  # skip (and count) broken audio instead of failing
@@ -217,6 +221,9 @@ class TrainConfig:
     spec_feature_masks: int = 0
     spec_feature_width: int = 48
     eval_every: int = 200
+    # the set the dev loss and dev WER are measured on and keep-best selects by: "dev" (held-out
+    # synthetic sentences) or a real one, e.g. "asterisk_en_dev" (corpus.real_dev_fraction)
+    dev_set: str = "dev"
     dev_max_cuts: int = 100
     # Greedy WER on the first N dev cuts at every evaluation (0: off): the WER-vs-training-time
     # curve. Every process decodes all N (the same steps everywhere, as FSDP needs).
@@ -452,7 +459,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "num_utterances": NON_NEGATIVE,  # 0: no synthetic sets, the user's manifests only
         "dev_fraction": FRACTION, "test_fraction": FRACTION, "telephone_fraction": FRACTION,
         "speed_fraction": FRACTION, "speed_factors": Range(0.5, 2.0), "join_fraction": FRACTION,
-        "join_max": COUNT,
+        "join_max": COUNT, "real_dev_fraction": Range(0, 1, high_open=True),
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
     },

@@ -29,7 +29,7 @@ from lhotse import CutSet
 from lhotse.features.io import NumpyHdf5Writer, close_cached_file_handles
 from tqdm import tqdm
 
-from slam.config import EncoderConfig, SlamConfig
+from slam.config import ConfigError, EncoderConfig, SlamConfig
 from slam.data.corpora import write_manifest
 from slam.data.corpora.validate import BadInputError, audio_path, short_error
 from slam.data.cuts import ENCODER_OUT, load_cuts, manifest_path
@@ -46,6 +46,16 @@ PROGRESS = "progress.json"
 def corpus_sets(corpus_dir: str | Path) -> list[str]:
     """Names of the sets the prepare stage wrote (``<name>.jsonl.gz``)."""
     return sorted(p.name.removesuffix(".jsonl.gz") for p in Path(corpus_dir).glob("*.jsonl.gz"))
+
+
+def checked_dev_set(cfg: SlamConfig, directory: str) -> str:
+    """``train.dev_set``, once it is known to be one of the sets in ``directory``."""
+    sets = corpus_sets(directory)
+    if cfg.train.dev_set not in sets or cfg.train.dev_set == "train":
+        raise ConfigError(f"train.dev_set {cfg.train.dev_set!r} is not a held-out set of {directory} "
+                          f"(sets: {', '.join(s for s in sets if s != 'train')}); a real set's dev part "
+                          "is <name>_dev with corpus.real_dev_fraction > 0")  # fmt: skip
+    return cfg.train.dev_set
 
 
 def manifest_digest(path: Path) -> str:

@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from slam.config import RuntimeConfig, SlamConfig
-from slam.data.cache import load_cached_cuts
+from slam.data.cache import checked_dev_set, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, batches_of, drop_too_long, load_cuts
 from slam.model.ctc import fit_ctc
 from slam.model.speech_llm import MODEL, SpeechLLM, build_speech_llm
@@ -367,18 +367,20 @@ def _model_and_cuts(
     """A fresh model and the train and dev cuts it reads: cached encoder outputs, or audio
     (then cuts longer than the encoder's window are an error, or with ``corpus.skip_bad`` left
     out and counted per set in the last item)."""
+    dev_set = checked_dev_set(cfg, cfg.cache.dir if use_cache else cfg.corpus.dir)
     if use_cache:
         model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
-        return model, load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, "dev"), {}
+        return model, load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, dev_set), {}
     model = build_speech_llm(cfg, with_encoder=True)
     window = model.encoder.window_seconds  # longer audio would be cut short in the step
     sets, skipped = {}, {}
-    for name in ("train", "dev"):
+    for name in ("train", dev_set):
         cuts = load_cuts(cfg.corpus.dir, name)
         sets[name], n = drop_too_long(cuts, window, cfg.corpus.skip_bad, f"set {name}")
         if n:
             skipped[name] = n
-    return model, sets["train"], sets["dev"], skipped
+    return model, sets["train"], sets[dev_set], skipped
+
 
 
 def _dev_sets(cfg: SlamConfig, dev_cuts: CutSet) -> tuple[list[CutSet], CutSet | None]:

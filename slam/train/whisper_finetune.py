@@ -34,7 +34,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, WhisperForCondi
 from transformers.modeling_outputs import BaseModelOutput
 
 from slam.config import ConfigError, SlamConfig
-from slam.data.cache import INFO, load_cached_cuts
+from slam.data.cache import INFO, checked_dev_set, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, batches_of, cut_text
 from slam.decode.hyps import FINETUNED, RUN_FILE, write_hyps
 from slam.model.speech_llm import IGNORE_INDEX
@@ -279,7 +279,7 @@ def finetune_whisper(cfg: SlamConfig) -> dict[str, Any]:
     train_cuts = load_cached_cuts(cfg, "train")
     dev_cuts = None
     if bc.finetune_dev_cuts:
-        dev = load_cached_cuts(cfg, "dev")
+        dev = load_cached_cuts(cfg, checked_dev_set(cfg, cfg.cache.dir))
         dev_cuts = dev.subset(first=min(bc.finetune_dev_cuts, len(dev)))
     out = Path(bc.dir)
     out.mkdir(parents=True, exist_ok=True)

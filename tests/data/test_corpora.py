@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
-from slam.config import SlamConfig
-from slam.data.corpora import CORPORA, BadInputError, prepare_corpus
+from slam.config import ConfigError, SlamConfig
+from slam.data.cache import checked_dev_set
+from slam.data.corpora import CORPORA, BadInputError, check_set_names, prepare_corpus
 from slam.data.corpora.asterisk import clean_prompt, load_asterisk, parse_prompts
 from slam.data.corpora.text import (
     FORTUNES_DIR,
@@ -207,6 +208,29 @@ def test_asterisk_parser_and_cleaning(tmp_path: Path) -> None:
     cuts, counts = validate_cuts(cuts, 16000)
     assert counts["resampled"] == 4 and all(c.sampling_rate == 16000 for c in cuts)
     assert cuts[0].load_audio().shape == (1, 8000)
+
+
+@pytest.mark.skipif(not Path("/usr/share/asterisk/sounds/en").is_dir(), reason="asterisk-core-sounds-en-wav")
+def test_real_dev_fraction_holds_out_prompts_of_a_real_set_as_its_dev_part(tmp_path: Path) -> None:
+    cfg = SlamConfig()
+    cfg.corpus.dir = str(tmp_path / "corpus")
+    cfg.corpus.num_utterances, cfg.corpus.real_sets, cfg.corpus.real_dev_fraction = 0, ["asterisk_en"], 0.5
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = prepare_corpus(cfg)
+    test, dev = sets["asterisk_en"], sets["asterisk_en_dev"]
+    texts = {name: {sentence_key(c.supervisions[0].text) for c in sets[name]} for name in sets}
+    assert not texts["asterisk_en"] & texts["asterisk_en_dev"]  # no prompt text on both sides
+    assert 0.4 < len(dev) / (len(dev) + len(test)) < 0.6 and len(dev) + len(test) > 500
+    stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
+    assert stats["sets"]["asterisk_en_dev"]["cuts"] == len(dev)
+    cfg.train.dev_set = "asterisk_en_dev"
+    assert checked_dev_set(cfg, cfg.corpus.dir) == "asterisk_en_dev"
+    cfg.train.dev_set = "dev"  # the synthetic dev set does not exist in this corpus
+    with pytest.raises(ConfigError, match=r"train.dev_set 'dev'.*asterisk_en_dev"):
+        checked_dev_set(cfg, cfg.corpus.dir)
+    cfg.corpus.user_manifests = {"asterisk_en_dev": "mine.jsonl"}
+    with pytest.raises(ConfigError, match="clash"):
+        check_set_names(cfg)
 
 
 def test_registry_names() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from slam.config import ConfigError
 from slam.data.cache import build_cache, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, cut_text
 from slam.decode.hyps import read_hyps
@@ -273,6 +274,30 @@ def test_keeps_the_checkpoint_with_the_lowest_dev_wer_and_decodes_jointly(tiny_c
     assert hyp_files == ["test.beam1.jsonl", "test.ctc.jsonl"]
     table = score(tiny_cfg) and (Path(tiny_cfg.score.dir) / "asr" / "results.md").read_text()
     assert "CTC head of the projector, alone" in table
+
+
+def test_dev_set_is_the_set_the_dev_metrics_are_measured_on(tiny_cfg, monkeypatch):
+    """``train.dev_set`` names the held-out set (e.g. a real set's dev part); a set the cache
+    does not hold is refused by its key before any training."""
+    import slam.train.loop
+
+    build_cache(tiny_cfg)
+    tiny_cfg.train.dev_set = "asterisk_en_dev"
+    with pytest.raises(ConfigError, match=r"train.dev_set 'asterisk_en_dev' is not a held-out set.*dev, test"):
+        train(tiny_cfg)
+    assert not Path(tiny_cfg.train.dir, MODEL).exists()
+    tiny_cfg.train.dev_set, tiny_cfg.train.max_steps, tiny_cfg.train.eval_every = "test", 2, 2
+    measured = []
+    evaluate = slam.train.loop.evaluate
+
+    def spy(model, dev_batches, *args, **kwargs):
+        measured.extend(cut.id for batch in dev_batches for cut in batch)
+        return evaluate(model, dev_batches, *args, **kwargs)
+
+    monkeypatch.setattr(slam.train.loop, "evaluate", spy)
+    train(tiny_cfg)
+    test_ids = {cut.id for cut in load_cached_cuts(tiny_cfg, "test")}
+    assert measured and set(measured) <= test_ids
 
 
 def test_spec_augment_masks_encoder_outputs_in_training_only(tiny_cfg):

@@ -42,7 +42,7 @@ from slam.data.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tu
 from slam.data.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.data.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
 from slam.data.corpora.channel import speed_share, telephone_share
-from slam.data.corpora.text import SPLITS
+from slam.data.corpora.text import SPLITS, held_out_split
 from slam.data.corpora.validate import BadInputError, validate_cuts
 from slam.track.tracking import start_run
 from slam.utils import atomic_path, atomic_write_json
@@ -119,6 +119,9 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
             set_stats[split] = {**counts, "source": c.source}
     for name in c.real_sets:
         sets[name], set_stats[name] = CORPORA.build(name, c)
+        if c.real_dev_fraction > 0:
+            sets[name], sets[f"{name}_dev"] = hold_out_dev(sets[name], c.real_dev_fraction)
+            set_stats[f"{name}_dev"] = {"held_out_of": name, "fraction": c.real_dev_fraction}
     for name, path in c.user_manifests.items():
         sets[name], set_stats[name] = CORPORA.build("user_manifest", c, path)
         if not len(sets[name]):  # an empty set would fail the next stage, far from its cause
@@ -145,6 +148,13 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
     return sets
 
 
+def hold_out_dev(cuts: CutSet, fraction: float) -> tuple[CutSet, CutSet]:
+    """(test, dev) of a real set: about ``fraction`` of its prompt texts go to dev, by the
+    same stable text hash that splits the synthetic sentences (no prompt in both)."""
+    in_dev = {cut.id for cut in cuts if held_out_split(cut.supervisions[0].text, fraction) == "dev"}
+    return cuts.filter(lambda cut: cut.id not in in_dev), cuts.filter(lambda cut: cut.id in in_dev)
+
+
 def skip_summary(counts: dict[str, Any]) -> str:
     """``N lines or cuts skipped (reason: n, ...)`` from a set's counts, or that it had none."""
     skipped = counts.get("skipped") or {}
@@ -160,7 +170,8 @@ def check_set_names(cfg: SlamConfig) -> None:
     for name in [*c.real_sets, *c.user_manifests]:
         if not SET_NAME.fullmatch(str(name)):
             raise ConfigError(f"corpus set name {name!r}: use letters, digits, '_', '-' and '.' only")
-    clash = [name for name in c.real_sets if name in SPLITS or name in c.user_manifests]
+    held_out = [f"{name}_dev" for name in c.real_sets] if c.real_dev_fraction > 0 else []
+    clash = [name for name in [*c.real_sets, *held_out] if name in SPLITS or name in c.user_manifests]
     if clash:
         raise ConfigError(f"corpus.real_sets {clash} clash with the synthetic or user set names")
 

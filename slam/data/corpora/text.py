@@ -230,6 +230,12 @@ def split_of(text: str, dev_fraction: float, test_fraction: float) -> str:
     return split_of_key(sentence_key(text), dev_fraction, test_fraction)
 
 
+def held_out_split(text: str, dev_fraction: float) -> str:
+    """``dev`` or ``test`` for a prompt of a real (test) set: about ``dev_fraction`` of the
+    prompt texts are held out as its dev part (``corpus.real_dev_fraction``)."""
+    return "dev" if split_of(text, dev_fraction, 0.0) == "dev" else "test"
+
+
 def split_of_key(key: str, dev_fraction: float, test_fraction: float) -> str:
     """``train``/``dev``/``test`` from a stable hash of any identity string (a sentence key,
     a scene key): the same key lands in the same set on every run and machine."""
