@@ -283,7 +283,7 @@ def test_dev_set_is_the_set_the_dev_metrics_are_measured_on(tiny_cfg, monkeypatc
 
     build_cache(tiny_cfg)
     tiny_cfg.train.dev_set = "asterisk_en_dev"
-    with pytest.raises(ConfigError, match=r"train.dev_set 'asterisk_en_dev' is not a held-out set.*dev, test"):
+    with pytest.raises(ConfigError, match=r"dev_set .asterisk_en_dev. is not a held-out set.*dev, test"):
         train(tiny_cfg)
     assert not Path(tiny_cfg.train.dir, MODEL).exists()
     tiny_cfg.train.dev_set, tiny_cfg.train.max_steps, tiny_cfg.train.eval_every = "test", 2, 2
