@@ -5,8 +5,9 @@
 ``MODEL`` is a trained model directory, or a training checkpoint (``step-*``, e.g. the one right
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
-LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
-models trained on other corpora are scored on the same cuts) and prints one JSON line each,
+LLM alone) or ``b<beams>:<w>``, with a trailing ``p`` for ``decode.ctc_free_punctuation``. It
+decodes the first N cached dev cuts (of ``--dev-cache``, so models trained on other corpora are
+scored on the same cuts) and prints one JSON line each,
 with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
 each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
 
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 
-from slam.config import load_config
+from slam.config import DecodeConfig, load_config
 from slam.data.cache import cache_dim, load_cached_cuts
 from slam.data.corpora.text import held_out_split
 from slam.data.cuts import AudioTextDataset, batches_of
@@ -37,12 +39,16 @@ from slam.train.loop import load_trainable
 from slam.utils import setup_runtime
 
 
-def parse_setting(setting: str) -> tuple[int, float]:
-    """``g0.5`` -> (1 beam, weight 0.5); ``b4:0.3`` -> (4, 0.3)."""
+def parse_setting(setting: str, decode: DecodeConfig) -> tuple[int, DecodeConfig]:
+    """``g0.5`` -> (1 beam, CTC weight 0.5); ``b4:0.3`` -> (4, 0.3); a trailing ``p`` leaves
+    punctuation to the LLM (``decode.ctc_free_punctuation``): ``g0.5p``."""
+    free = setting.endswith("p")
+    setting = setting.removesuffix("p")
     if setting.startswith("g"):
-        return 1, float(setting[1:])
-    beams, weight = setting[1:].split(":")
-    return int(beams), float(weight)
+        beams, weight = 1, setting[1:]
+    else:
+        beams, weight = setting[1:].split(":")
+    return int(beams), dataclasses.replace(decode, ctc_weight=float(weight), ctc_free_punctuation=free)
 
 
 def breakdown(refs: dict, hyps: dict, group: dict[str, str], cfg) -> dict[str, dict]:
@@ -90,9 +96,8 @@ def main() -> None:
             if setting == "ctc":
                 texts = model.ctc_greedy(batch["inputs"].to(device), batch["lengths"].to(device))
             else:
-                beams, weight = parse_setting(setting)
-                texts = model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens, weight,
-                                               cfg.decode.ctc_pre_beam)  # fmt: skip
+                beams, decode = parse_setting(setting, cfg.decode)
+                texts = model.transcribe_batch(batch, cfg.runtime, decode, beams)
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
         minutes = round((time.monotonic() - start) / 60, 2)

@@ -135,7 +135,7 @@ def transcribe(
     rows = []
     for batch_cuts in tqdm(list(batches_of(cuts, batch_size)), desc="transcribe", unit="batch"):
         batch = dataset[batch_cuts]
-        hyps = model.transcribe_batch(batch, cfg.runtime, num_beams, cfg.decode.max_new_tokens)
+        hyps = model.transcribe_batch(batch, cfg.runtime, cfg.decode, num_beams)
         for cut, hyp in zip(batch_cuts, hyps):
             rows.append({"id": cut.id, "hyp": hyp, **({"ref": cut_text(cut)} if cut.supervisions else {})})
     return rows

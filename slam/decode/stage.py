@@ -188,8 +188,7 @@ def decode(cfg: SlamConfig) -> dict:
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
         batch = dataset[cuts]
         assert [c.id for c in cuts] == batch["ids"], "dataset must keep the batch order"
-        return model.transcribe_batch(batch, cfg.runtime, beams, cfg.decode.max_new_tokens,
-                                      cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam)
+        return model.transcribe_batch(batch, cfg.runtime, cfg.decode, beams)
 
     key = decode_key(
         "llm", fingerprint(assets), fingerprint(cfg.llm.path),
@@ -198,6 +197,7 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
+        *(["ctc_free_punctuation"] if cfg.decode.ctc_weight > 0 and cfg.decode.ctc_free_punctuation else []),
         *recipe.decode_key(cfg),  # e.g. the biasing lists shape the prompts
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)

@@ -8,6 +8,7 @@ audio. Labels cover only the answer tokens (and the end-of-turn token that stops
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +21,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedTokenizerBase
 
-from slam.config import ConfigError, RuntimeConfig, SlamConfig, as_dict, code_loading_switches, to_config
+from slam.config import (
+    ConfigError,
+    DecodeConfig,
+    RuntimeConfig,
+    SlamConfig,
+    as_dict,
+    code_loading_switches,
+    to_config,
+)
 from slam.data.augment import EncoderOutputMasking
 from slam.decode.ctc_prefix import CTCPrefixScorer
 from slam.model.encoders import AudioEncoder, build_encoder
@@ -159,6 +168,13 @@ class SpeechLLM(nn.Module):
         if self.ctc_classes is not None:
             return self.ctc_classes
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
+
+    def punctuation_ids(self) -> list[int]:
+        """The CTC classes that are punctuation only (``,`` ``.`` ``?`` ``-`` ...): no sound of their own."""
+        ids = self.ctc_class_ids().tolist()
+        texts = self.tokenizer.batch_decode([[i] for i in ids])
+        marks = [text.strip() for text in texts]
+        return [i for i, mark in zip(ids, marks) if mark and all(ch in string.punctuation for ch in mark)]
 
     def ctc_loss(
         self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
@@ -364,21 +380,17 @@ class SpeechLLM(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def transcribe_batch(
-        self,
-        batch: dict[str, Any],
-        runtime: RuntimeConfig,
-        num_beams: int = 1,
-        max_new_tokens: int = 64,
-        ctc_weight: float = 0.0,
-        ctc_pre_beam: int = 8,
+        self, batch: dict[str, Any], runtime: RuntimeConfig, decode: DecodeConfig, num_beams: int = 1
     ) -> list[str]:
-        """Hypotheses for one batch of :class:`slam.data.cuts.AudioTextDataset`, in its row order."""
+        """Hypotheses for one batch of :class:`slam.data.cuts.AudioTextDataset`, in its row order,
+        searched as ``decode`` says (its CTC settings; the beams are the caller's)."""
         device = next(self.projector.parameters()).device
         with autocast(runtime, device):
             return self.generate(
                 batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
-                num_beams=num_beams, max_new_tokens=max_new_tokens, instructions=batch.get("instructions"),
-                ctc_weight=ctc_weight, ctc_pre_beam=ctc_pre_beam,
+                num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
+                instructions=batch.get("instructions"), ctc_weight=decode.ctc_weight,
+                ctc_pre_beam=decode.ctc_pre_beam, ctc_free_punctuation=decode.ctc_free_punctuation,
             )  # fmt: skip
 
     @torch.no_grad()
@@ -392,9 +404,11 @@ class SpeechLLM(nn.Module):
         instructions: list[str] | None = None,
         ctc_weight: float = 0.0,
         ctc_pre_beam: int = 8,
+        ctc_free_punctuation: bool = False,
     ) -> list[str]:
         """Greedy or beam search; ``ctc_weight > 0`` adds the CTC head's prefix scores to the
-        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`)."""
+        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`), punctuation left to the
+        LLM alone with ``ctc_free_punctuation``."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         processors = LogitsProcessorList()
         log_probs = self.ctc_log_probs(audio) if ctc_weight > 0 or self.reads_ctc_head else None
@@ -402,6 +416,7 @@ class SpeechLLM(nn.Module):
             processors.append(CTCPrefixScorer(
                 log_probs.cpu(), audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
+                free_ids=self.punctuation_ids() if ctc_free_punctuation else (),
             ))  # fmt: skip
         prompts = self.row_prompts(instructions, audio.shape[0])
         llm_audio = self.llm_audio(audio, audio_lengths, log_probs)

@@ -332,8 +332,7 @@ def evaluate(
         hyps, refs = {}, {}
         for batch_cuts in batches_of(wer_cuts, cfg.decode.batch_size):
             batch = dataset[batch_cuts]
-            texts = unwrap(model).transcribe_batch(batch, cfg.runtime, 1, cfg.decode.max_new_tokens,
-                                                   cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam)
+            texts = unwrap(model).transcribe_batch(batch, cfg.runtime, cfg.decode)
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
         result["dev_wer"] = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
