@@ -5,9 +5,8 @@
 ``MODEL`` is a trained model directory, or a training checkpoint (``step-*``, e.g. the one right
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
-LLM alone) or ``b<beams>:<w>``, with a trailing ``p`` for ``decode.ctc_free_punctuation``. It
-decodes the first N cached dev cuts (of ``--dev-cache``, so models trained on other corpora are
-scored on the same cuts) and prints one JSON line each,
+LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
+models trained on other corpora are scored on the same cuts) and prints one JSON line each,
 with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
 each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
 
@@ -40,15 +39,12 @@ from slam.utils import setup_runtime
 
 
 def parse_setting(setting: str, decode: DecodeConfig) -> tuple[int, DecodeConfig]:
-    """``g0.5`` -> (1 beam, CTC weight 0.5); ``b4:0.3`` -> (4, 0.3); a trailing ``p`` leaves
-    punctuation to the LLM (``decode.ctc_free_punctuation``): ``g0.5p``."""
-    free = setting.endswith("p")
-    setting = setting.removesuffix("p")
+    """``g0.5`` -> (1 beam, CTC weight 0.5); ``b4:0.3`` -> (4, 0.3)."""
     if setting.startswith("g"):
         beams, weight = 1, setting[1:]
     else:
         beams, weight = setting[1:].split(":")
-    return int(beams), dataclasses.replace(decode, ctc_weight=float(weight), ctc_free_punctuation=free)
+    return int(beams), dataclasses.replace(decode, ctc_weight=float(weight))
 
 
 def breakdown(refs: dict, hyps: dict, group: dict[str, str], cfg) -> dict[str, dict]:

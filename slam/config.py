@@ -248,9 +248,6 @@ class DecodeConfig:
     # hypothesis it scores. Needs a model trained with a CTC head (train.ctc_weight or warm-up).
     ctc_weight: float = 0.0
     ctc_pre_beam: int = 8
-    # punctuation tokens skipped by the CTC prefix score: the LLM alone places them (and so can
-    # end a short clip's answer with its full stop; slam.decode.ctc_prefix)
-    ctc_free_punctuation: bool = False
     # also write the CTC head's own best-path reading (<set>.ctc.jsonl): what the projector
     # hears before the LLM has its say (ASR recipes, models with a CTC head)
     ctc_greedy: bool = True

@@ -11,18 +11,12 @@ It runs inside ``generate`` as a ``LogitsProcessor``, so greedy and beam search 
 Only some candidates per row are CTC-scored (ESPnet's partial scoring; the whole vocabulary
 would cost T x V per step): the LLM's ``pre_beam`` best, and the tokens the CTC head itself
 hears in the utterance (the two likeliest non-blank classes of each frame), so that a word the
-LLM's prior ranks low can still be written when the audio says it. ``free_ids`` (punctuation)
-are free, one at a time: the CTC prefix score skips them, so it scores what the audio can tell
-(the words) and the LLM alone places commas and the final full stop (the LLM ends an answer only
-after one, a mark the CTC head barely hears; without this a short clip's hypothesis ran on:
-"Speed-dial." -> "Spit d, and, and, and"). Neither torchaudio nor
+LLM's prior ranks low can still be written when the audio says it. Neither torchaudio nor
 transformers ships a CTC prefix scorer over an outside model's logits, hence this module (about
 80 lines of the standard recursion).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 from transformers import LogitsProcessor
@@ -48,7 +42,6 @@ class CTCPrefixScorer(LogitsProcessor):
         weight: float = 0.3,
         pre_beam: int = 8,
         num_beams: int = 1,
-        free_ids: Iterable[int] = (),
     ) -> None:
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"decode.ctc_weight must be in (0, 1], got {weight}")
@@ -56,7 +49,6 @@ class CTCPrefixScorer(LogitsProcessor):
         self.lengths = lengths.long()
         self.weight, self.pre_beam, self.num_beams, self.eos_id = weight, pre_beam, num_beams, eos_id
         self.blank = log_probs.shape[-1] - 1
-        self.free = frozenset(int(t) for t in free_ids) - {eos_id}
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
         self.class_of = torch.full((vocab,), -1, dtype=torch.long)
@@ -120,40 +112,24 @@ class CTCPrefixScorer(LogitsProcessor):
         full[:T] = r
         return full.transpose(0, 1), psi, psi_prev
 
-    def scored_prefix(self, ids: list[int]) -> tuple[tuple[int, ...], bool]:
-        """What the CTC head scores of a hypothesis (its tokens less the free ones), and whether
-        its last token went free. A free token right after one that went free is scored: else
-        a run of marks ("Unst.!!!!") would put off the end the audio calls for."""
-        prefix, last_free = [], False
-        for token in ids:
-            last_free = token in self.free and not last_free
-            if not last_free:
-                prefix.append(token)
-        return tuple(prefix), last_free
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         llm = scores.float().log_softmax(-1)
         out = torch.full_like(llm, NEG_INF)
         top = llm.topk(min(self.pre_beam, llm.shape[-1]), dim=-1).indices.cpu()
         for row in range(llm.shape[0]):
             sample = row // self.num_beams
-            ids = input_ids[row].tolist()
-            if self.eos_id in ids:  # a finished row (greedy pads it): nothing left to score
+            prefix = tuple(int(t) for t in input_ids[row].tolist())
+            if self.eos_id in prefix:  # a finished row (greedy pads it): nothing left to score
                 out[row] = llm[row]
                 continue
-            prefix, last_free = self.scored_prefix(ids)
             # the end is always scored: CTC says when it is due
             candidates = torch.cat([top[row], self.heard[sample], torch.tensor([self.eos_id])]).unique()
-            free = frozenset() if last_free else self.free
-            scored = torch.tensor([int(t) not in free for t in candidates], dtype=torch.bool)
-            r, psi, psi_prev = self.extend(sample, prefix, candidates[scored])
-            for i, token in enumerate(candidates[scored].tolist()):
+            r, psi, psi_prev = self.extend(sample, prefix, candidates)
+            for i, token in enumerate(candidates.tolist()):
                 if token != self.eos_id:
                     self.states[(sample, prefix + (token,))] = (r[i], psi[i])
             # an impossible prefix stays impossible (NEG_INF - NEG_INF would read as 0)
-            ctc = torch.zeros(len(candidates))  # a free token leaves the CTC score as it was
-            ctc[scored] = torch.where(psi <= NEG_INF / 2, torch.tensor(NEG_INF), psi - psi_prev)
-            ctc = ctc.to(llm.device)
+            ctc = torch.where(psi <= NEG_INF / 2, torch.tensor(NEG_INF), psi - psi_prev).to(llm.device)
             joint = (1 - self.weight) * llm[row, candidates.to(llm.device)] + self.weight * ctc
             out[row, candidates.to(llm.device)] = joint
         return out.to(scores.dtype)

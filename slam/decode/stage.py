@@ -197,7 +197,6 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
-        *(["ctc_free_punctuation"] if cfg.decode.ctc_weight > 0 and cfg.decode.ctc_free_punctuation else []),
         *recipe.decode_key(cfg),  # e.g. the biasing lists shape the prompts
     )  # fmt: skip
     timing = decode_and_record(cfg, "llm", info["mlflow_run_id"], sets, cfg.decode, transcribe, key)

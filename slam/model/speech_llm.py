@@ -8,7 +8,6 @@ audio. Labels cover only the answer tokens (and the end-of-turn token that stops
 from __future__ import annotations
 
 import json
-import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -168,13 +167,6 @@ class SpeechLLM(nn.Module):
         if self.ctc_classes is not None:
             return self.ctc_classes
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
-
-    def punctuation_ids(self) -> list[int]:
-        """The CTC classes that are punctuation only (``,`` ``.`` ``?`` ``-`` ...): no sound of their own."""
-        ids = self.ctc_class_ids().tolist()
-        texts = self.tokenizer.batch_decode([[i] for i in ids])
-        marks = [text.strip() for text in texts]
-        return [i for i, mark in zip(ids, marks) if mark and all(ch in string.punctuation for ch in mark)]
 
     def ctc_loss(
         self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
@@ -390,7 +382,7 @@ class SpeechLLM(nn.Module):
                 batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
                 num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
                 instructions=batch.get("instructions"), ctc_weight=decode.ctc_weight,
-                ctc_pre_beam=decode.ctc_pre_beam, ctc_free_punctuation=decode.ctc_free_punctuation,
+                ctc_pre_beam=decode.ctc_pre_beam,
             )  # fmt: skip
 
     @torch.no_grad()
@@ -404,11 +396,9 @@ class SpeechLLM(nn.Module):
         instructions: list[str] | None = None,
         ctc_weight: float = 0.0,
         ctc_pre_beam: int = 8,
-        ctc_free_punctuation: bool = False,
     ) -> list[str]:
         """Greedy or beam search; ``ctc_weight > 0`` adds the CTC head's prefix scores to the
-        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`), punctuation left to the
-        LLM alone with ``ctc_free_punctuation``."""
+        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`)."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         processors = LogitsProcessorList()
         log_probs = self.ctc_log_probs(audio) if ctc_weight > 0 or self.reads_ctc_head else None
@@ -416,7 +406,6 @@ class SpeechLLM(nn.Module):
             processors.append(CTCPrefixScorer(
                 log_probs.cpu(), audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
-                free_ids=self.punctuation_ids() if ctc_free_punctuation else (),
             ))  # fmt: skip
         prompts = self.row_prompts(instructions, audio.shape[0])
         llm_audio = self.llm_audio(audio, audio_lengths, log_probs)

@@ -3,6 +3,7 @@ decoding that follows the audio's CTC reading against the LLM's prior."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -59,27 +60,6 @@ def test_padding_frames_do_not_count():
         torch.testing.assert_close(a, b)
 
 
-def test_free_tokens_leave_the_ctc_score_to_the_llm_one_at_a_time():
-    """A free token (punctuation) adds nothing of CTC's: the joint score is the LLM's share, and
-    the hypothesis is CTC-scored without it; right after one that went free, the next is scored."""
-    torch.manual_seed(2)
-    log_probs = torch.randn(1, 6, 4).log_softmax(-1)
-    plain = CTCPrefixScorer(log_probs, torch.tensor([6]), CLASSES, EOS, weight=0.5, pre_beam=60)
-    free = CTCPrefixScorer(log_probs, torch.tensor([6]), CLASSES, EOS, weight=0.5, pre_beam=60, free_ids=[13])
-    llm = torch.randn(1, 60)
-    llm_lp = llm.log_softmax(-1)[0]
-    after_free = free(torch.tensor([[11, 13]]), llm.clone())[0]  # "11 ." then: scored as after "11"
-    after_plain = plain(torch.tensor([[11]]), llm.clone())[0]
-    for token in (11, 12, EOS):
-        assert after_free[token] == pytest.approx(after_plain[token].item(), abs=1e-5)
-    # the mark itself: the LLM's share only, not CTC's (which the plain scorer adds)
-    assert free(torch.tensor([[11]]), llm.clone())[0, 13] == pytest.approx(0.5 * llm_lp[13].item(), abs=1e-5)
-    assert after_plain[13] != pytest.approx(0.5 * llm_lp[13].item(), abs=1e-3)
-    # a second mark in a row is scored, as the plain scorer scores it after "11"
-    assert after_free[13] == pytest.approx(after_plain[13].item(), abs=1e-5)
-    assert free.scored_prefix([11, 13, 13, 12, 13]) == ((11, 13, 12), True)
-
-
 def test_joint_decoding_follows_the_audio_and_the_head_survives_save_and_load(tiny_cfg, tmp_path):
     """An untrained LLM says whatever its prior says; with the CTC head peaked on a token
     sequence, CTC-weighted greedy and beam search both write exactly that sequence."""
@@ -102,6 +82,11 @@ def test_joint_decoding_follows_the_audio_and_the_head_survives_save_and_load(ti
         assert model.generate(audio, lengths, num_beams=beams, max_new_tokens=8, ctc_weight=0.9) == [
             "the quick fox"
         ]
+    # a batch is searched as the decode config says (decode stage, training's dev WER, slam transcribe)
+    batch = {"inputs": audio, "lengths": lengths, "encoded": True}
+    for weight, expected in ((0.9, True), (0.0, False)):
+        decode = dataclasses.replace(tiny_cfg.decode, ctc_weight=weight, max_new_tokens=8)
+        assert (model.transcribe_batch(batch, tiny_cfg.runtime, decode) == ["the quick fox"]) is expected
     # the CTC head (blank and classes) is part of the saved assets
     model.ctc_blank.data.normal_()
     save_assets(model, tmp_path / "model", {})
