@@ -9,9 +9,9 @@ from slam.score.metrics.captions import score_captions
 from slam.score.metrics.mer import mixed_units, score_mer
 from slam.score.metrics.normalize import NORMALIZERS, normalize
 from slam.score.metrics.translation import score_translation
-from slam.score.metrics.wer import score_wer
+from slam.score.metrics.wer import paired_bootstrap_wer, score_wer
 
 __all__ = [
     "NORMALIZERS", "biased_counts", "mixed_units", "normalize", "score_biasing", "score_captions",
-    "score_mer", "score_translation", "score_wer",
+    "paired_bootstrap_wer", "score_mer", "score_translation", "score_wer",
 ]
