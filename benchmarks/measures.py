@@ -9,6 +9,7 @@ clip) rather than run one after the other, for the same reason.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 import time
@@ -530,9 +531,10 @@ def _transcriber(
 ) -> Callable[[CutSet, int], list[str]]:
     """slam.decode.stage.decode's transcribe, over cached inputs (``ctc_weight``: joint CTC/LLM)."""
 
+    decode = dataclasses.replace(env.cfg.decode, ctc_weight=ctc_weight)
+
     def transcribe(cuts: CutSet, beams: int) -> list[str]:
-        return model.transcribe_batch(dataset[cuts], env.cfg.runtime, beams, env.cfg.decode.max_new_tokens,
-                                      ctc_weight, env.cfg.decode.ctc_pre_beam)
+        return model.transcribe_batch(dataset[cuts], env.cfg.runtime, decode, beams)
 
     return transcribe
 
