@@ -183,6 +183,10 @@ class TrainConfig:
     # encoder cannot be cached, so the cache stage steps aside and the encoder runs in the step.
     encoder_layers: int = 0
     prompt: str = "Transcribe the audio."
+    # The transcripts the model learns to write: "" as the corpus has them (case, punctuation),
+    # or through a normaliser of slam.score.metrics.normalize (e.g. "words_v1": lower case, no
+    # punctuation), so that neither the CTC head nor the LLM has to guess what cannot be heard
+    answer_normalizer: str = ""
     # None: the chat template's own system turn (SmolLM2 adds a 20-token default); "" keeps an
     # empty one, which shortens every training sequence.
     system_prompt: str | None = ""
@@ -519,7 +523,7 @@ def _out_of_range(section: Any, prefix: str = "") -> str | None:
 
 
 def check_values(cfg: SlamConfig) -> None:
-    """What the schema's types cannot say: numeric ranges and the recipe's name."""
+    """What the schema's types cannot say: numeric ranges, the recipe's and normalisers' names."""
     from slam.recipes import recipe_names  # here: the recipes import the stages, which import this
 
     if cfg.recipe not in recipe_names():
@@ -528,6 +532,13 @@ def check_values(cfg: SlamConfig) -> None:
     found = _out_of_range(cfg)
     if found:
         raise ConfigError(f"bad config: {found}")
+    from slam.score.metrics.normalize import NORMALIZERS
+
+    for key, name in [("train.answer_normalizer", cfg.train.answer_normalizer or "none"),
+                      ("score.normalizer", cfg.score.normalizer)]:  # fmt: skip
+        if name not in NORMALIZERS.names():
+            raise ConfigError(f"bad config: {key}: unknown normalizer {name!r} "
+                              f"(known: {', '.join(NORMALIZERS.names())})")  # fmt: skip
 
 
 def code_loading_switches(cfg: SlamConfig) -> list[str]:

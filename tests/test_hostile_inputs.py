@@ -152,6 +152,9 @@ def test_generated_out_of_range_values_name_key_value_and_range(composed, case) 
         ("corpus.dev_fraction=2", "corpus.dev_fraction: 2.0 is out of range (must be [0, 1])"),
         ("caption.lr=-1", "caption.lr: -1.0 is out of range (must be > 0)"),
         ("bias.ctc_lr=0", "bias.ctc_lr: 0.0 is out of range (must be > 0)"),
+        ("train.answer_normalizer=lowercase", "train.answer_normalizer: unknown normalizer 'lowercase' "
+                                              "(known: basic_v1, english_v1, none, words_v1)"),
+        ("score.normalizer=english", "score.normalizer: unknown normalizer 'english'"),
     ],
 )
 def test_compose_refuses_an_out_of_range_override(override: str, named: str) -> None:

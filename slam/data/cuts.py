@@ -36,6 +36,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
     a clip's reference captions, transcript and translation) instead of its text.
     ``features(cut, epoch)``, when given, makes each row's input frames instead of the cache
     (zero-shot captioning: a caption's or a clip's vector in a joint audio-text space).
+    ``answer_text(text)``, when given, rewrites a transcript answer (not a ``target``'s) as the
+    model is to write it (``train.answer_normalizer``).
     """
 
     def __init__(
@@ -45,12 +47,14 @@ class AudioTextDataset(torch.utils.data.Dataset):
         instruction: Callable[[Any, int, int], str] | None = None,
         target: Callable[[Any, int, int], str] | None = None,
         features: Callable[[Any, int], torch.Tensor] | None = None,
+        answer_text: Callable[[str], str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.instruction = instruction
         self.target = target
         self.features = features
+        self.answer_text = answer_text
         self.epoch = 0  # set by the training loop: random training lists change every epoch
         self.step = 0  # set by the training loop: the speech-translation curriculum's stages
 
@@ -58,9 +62,14 @@ class AudioTextDataset(torch.utils.data.Dataset):
         """The answer tokens a transcript becomes."""
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def transcript(self, cut: Any) -> str:
+        """The cut's transcript as the model is to write it."""
+        text = cut_text(cut)
+        return self.answer_text(text) if self.answer_text else text
+
     def token_set(self, cuts: CutSet) -> set[int]:
         """Every answer token of ``cuts``' transcripts (the CTC classes of a training set)."""
-        return {t for cut in cuts for t in self.tokenize(cut_text(cut))}
+        return {t for cut in cuts for t in self.tokenize(self.transcript(cut))}
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)
@@ -75,7 +84,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
                     raise BadInputError(problem)
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
-        texts = [self.target(c, self.epoch, self.step) if self.target else cut_text(c) for c in cuts]
+        texts = [self.target(c, self.epoch, self.step) if self.target else self.transcript(c) for c in cuts]
         targets = [self.tokenize(t) for t in texts]
         batch = {
             "ids": [c.id for c in cuts],

@@ -43,6 +43,7 @@ from slam.model.speech_llm import MODEL, SpeechLLM, build_speech_llm
 from slam.model.tuning import uses_cache
 from slam.recipes import Recipe, recipe_of
 from slam.score.metrics import score_wer
+from slam.score.metrics.normalize import normalize
 from slam.track.tracking import start_run
 from slam.train.distributed import (
     barrier,
@@ -408,12 +409,14 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     recipe.check_training(cfg, use_cache)
     rows = recipe.training_rows(cfg, train_cuts, dev_cuts)
+    normalizer = cfg.train.answer_normalizer
+    answer_text = partial(normalize, name=normalizer) if normalizer else None
     dataset = AudioTextDataset(model.tokenizer, None if use_cache else model.encoder, rows.instruction,
-                               rows.target, rows.features)  # fmt: skip
+                               rows.target, rows.features, answer_text)  # fmt: skip
     # dev rows keep the lists and captions of epoch 0 and the curriculum's last stage, so that
     # dev losses stay comparable along the run and measure what is decoded
     dev_dataset = AudioTextDataset(model.tokenizer, dataset.encoder, rows.instruction, rows.target,
-                                   rows.features)  # fmt: skip
+                                   rows.features, answer_text)  # fmt: skip
     dev_dataset.step = cfg.train.max_steps
     dev_batches, wer_cuts = _dev_sets(cfg, dev_cuts)
     if model.ctc_blank is not None:

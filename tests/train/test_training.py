@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from lhotse import CutSet
 from safetensors.torch import load_file
 
 from slam.config import ConfigError
@@ -15,6 +17,7 @@ from slam.data.cuts import AudioTextDataset, cut_text
 from slam.decode.hyps import read_hyps
 from slam.decode.stage import decode, decode_baseline
 from slam.model.speech_llm import IGNORE_INDEX, build_speech_llm
+from slam.score.metrics.normalize import normalize
 from slam.score.stage import score
 from slam.train.loop import CHECKPOINTS, MODEL, ctc_warmup, train
 
@@ -191,6 +194,34 @@ def test_ctc_warmup_moves_only_the_projector_and_is_not_repeated_on_resume(tiny_
     monkeypatch.setattr("slam.train.loop.ctc_warmup", lambda *a, **k: pytest.fail("warm-up repeated"))
     summary = train(tiny_cfg)
     assert summary["steps"] == 4 and summary["ctc_warmup_steps"] == 30
+
+
+def test_answer_normalizer_shapes_what_the_llm_and_the_ctc_head_learn(tiny_cfg, monkeypatch):
+    """``train.answer_normalizer``: the answers (LLM targets) and the CTC classes come from the
+    normalised transcript; the references the model is scored against stay as they were."""
+    build_cache(tiny_cfg)
+    model = build_speech_llm(tiny_cfg, encoder_dim=32)
+    cuts = load_cached_cuts(tiny_cfg, "train")
+    cut = next(iter(cuts))
+    cut.supervisions[0].text = "Speed-dial, O'Brien."
+    verbatim = AudioTextDataset(model.tokenizer)
+    plain = AudioTextDataset(model.tokenizer, answer_text=partial(normalize, name="words_v1"))
+    batch = plain[CutSet.from_cuts([cut])]
+    assert batch["texts"] == ["speed dial o'brien"]
+    assert verbatim[CutSet.from_cuts([cut])]["texts"] == ["Speed-dial, O'Brien."]
+    assert batch["targets"] == [model.tokenizer("speed dial o'brien", add_special_tokens=False).input_ids]
+    assert plain.token_set([cut]) == set(batch["targets"][0]) != verbatim.token_set([cut])
+
+    made = []  # the train stage gives its training and dev rows the configured normaliser
+    tiny_cfg.train.answer_normalizer, tiny_cfg.train.max_steps = "words_v1", 1
+
+    def recording(*args, **kwargs):
+        made.append(AudioTextDataset(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("slam.train.loop.AudioTextDataset", recording)
+    train(tiny_cfg)
+    assert len(made) == 2 and all(d.transcript(cut) == "speed dial o'brien" for d in made)
 
 
 def test_checkpoints_hold_only_trainable_weights_when_embeddings_are_tied(tiny_cfg, tmp_path):

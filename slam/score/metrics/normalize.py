@@ -6,6 +6,7 @@ must not change; a better one gets a new name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import cache
 
@@ -26,6 +27,19 @@ def _english_v1() -> Callable[[str], str]:
 @NORMALIZERS.register("basic_v1")
 def _basic_v1() -> Callable[[str], str]:
     return BasicTextNormalizer()
+
+
+# Not Whisper's BasicTextNormalizer: it splits "don't" into "don t"; a transcript a model is
+# to write keeps its words whole. Letters and digits of any script, and apostrophes inside words.
+_NOT_WORD = re.compile(r"[^\w']+|_|(?<!\w)'|'(?!\w)")
+
+
+@NORMALIZERS.register("words_v1")
+def _words_v1() -> Callable[[str], str]:
+    # lower case, every mark but a word-internal apostrophe a space ("Speed-dial." -> "speed
+    # dial"); numbers stay as written: what a model writes as a transcript without case or
+    # punctuation (train.answer_normalizer), LibriSpeech-style
+    return lambda text: " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 @NORMALIZERS.register("none")
