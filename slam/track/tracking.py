@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from slam.config import SlamConfig, as_dict
@@ -102,11 +103,21 @@ def system_tags(cfg: SlamConfig, system: str) -> dict[str, str]:
     }
 
 
+def run_exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def start_run(cfg: SlamConfig, system: str, run_id: str | None = None) -> mlflow.ActiveRun:
     """Start (or resume, given ``run_id``) the run of one system, with config and tags."""
     experiment_id = setup_tracking(cfg)
-    if run_id:
+    if run_id and run_exists(run_id):
         return mlflow.start_run(run_id=run_id)
+    if run_id:  # a checkpoint carried to another store (a copied run directory, a new machine)
+        log.warning("MLflow run %s is not in %s: logging into a new run", run_id, mlflow.get_tracking_uri())
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{cfg.recipe}-{system}")
     mlflow.set_tags(system_tags(cfg, system))
     params = {k: str(v)[:500] for k, v in flatten(as_dict(cfg)).items()}
