@@ -73,6 +73,9 @@ class CorpusConfig:
     engine_weights: dict[str, float] = field(default_factory=dict)
     min_words: int = 4
     max_words: int = 16
+    # extra training utterances of 1..min_words-1 words beside num_utterances (real prompts are
+    # often one or two words: "Goodbye.", "Thursday"); the other utterances stay as without them
+    short_utterances: int = 0
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
     # slam.data.corpora.channel), for real telephone speech such as asterisk_en
     telephone_fraction: float = 0.0
@@ -466,6 +469,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "join_max": COUNT, "real_dev_fraction": Range(0, 1, high_open=True),
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
+        "short_utterances": NON_NEGATIVE,
     },
     EncoderConfig: {"layer": Range(1, special=(-1,)), "context_seconds": NON_NEGATIVE},  # -1: the last
     ProjectorConfig: {

@@ -19,6 +19,7 @@ from slam.data.corpora.asterisk import clean_prompt, load_asterisk, parse_prompt
 from slam.data.corpora.text import (
     FORTUNES_DIR,
     WORDNET_DIR,
+    count_words,
     normalize_sentence,
     number_to_words,
     pick_sentences,
@@ -169,6 +170,24 @@ def test_prepare_corpus_tiny_synthesis(tmp_path: Path) -> None:
             assert sup.custom["engine"] == "espeak" and 0.8 < sup.custom["speed"] < 1.5
             assert cut.load_audio().shape[0] == 1
     assert stats["synthesis"]["utterances"] == 6 and stats["synthesis"]["failed"] == 0
+
+
+def test_short_utterances_add_short_training_sentences_and_leave_the_others_alone(tmp_path: Path) -> None:
+    def build(short: int) -> dict[str, dict[str, tuple[str, str]]]:
+        cfg = SlamConfig()
+        cfg.corpus.dir = str(tmp_path / f"corpus{short}")
+        cfg.corpus.num_utterances, cfg.corpus.dev_fraction, cfg.corpus.test_fraction = 6, 1 / 6, 1 / 6
+        cfg.corpus.engines, cfg.corpus.real_sets, cfg.corpus.short_utterances = ["espeak"], [], short
+        cfg.tracking.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return {name: {c.id: (c.supervisions[0].text, c.supervisions[0].speaker) for c in cuts}
+                for name, cuts in prepare_corpus(cfg).items()}  # fmt: skip
+
+    plain, more = build(0), build(3)
+    assert more["dev"] == plain["dev"] and more["test"] == plain["test"]  # same texts, same voices
+    extra = {k: v for k, v in more["train"].items() if k not in plain["train"]}
+    assert len(extra) == 3 and {k: more["train"][k] for k in plain["train"]} == plain["train"]
+    assert all(1 <= count_words(text) < 4 for text, _ in extra.values())
+    assert all(split_of(text, 1 / 6, 1 / 6) == "train" for text, _ in extra.values())
 
 
 # ---------------------------------------------------------------------------- asterisk

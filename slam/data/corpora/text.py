@@ -327,6 +327,20 @@ def sentence_pool(
     return pool
 
 
+def short_sentences(
+    count: int, below: int, dev_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
+    """``count`` distinct training-split sentences of 1..``below``-1 words (fewer if the sources
+    hold fewer), for ``corpus.short_utterances``: none of them can be in dev or test."""
+    if count <= 0 or below <= 1:
+        return []
+    pool = sentence_pool(1, below - 1, seed)
+    chosen = [s for s in pool if split_of(s, dev_fraction, test_fraction) == "train"][:count]
+    if len(chosen) < count:
+        log.warning("corpus.short_utterances=%d: only %d short training sentences", count, len(chosen))
+    return chosen
+
+
 def join_sentences(sentences: list[str], fraction: float, most: int, seed: int) -> list[str]:
     """The sentences with a seeded ``fraction`` of them read as runs of 2..``most`` in one
     utterance ("First one. Second one."): the same text in fewer, longer utterances, for real

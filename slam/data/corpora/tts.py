@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,11 +535,13 @@ def jobs_to_cuts(jobs: Iterable[RenderJob], report: RenderReport, language: str 
 
 
 def speak_sentences(
-    cfg: CorpusConfig, pool: list[str], audio_dir: Path, splits: list[str], language: str = "English"
-) -> tuple[dict[str, CutSet], dict[str, Any]]:
+    cfg: CorpusConfig, pool: list[str], audio_dir: Path, splits: list[str], language: str = "English",
+    extra_train: Sequence[str] = (),
+) -> tuple[dict[str, CutSet], dict[str, Any]]:  # fmt: skip
     """Sentences per split (by a hash of each, from ``pool``) -> seeded voices of
     ``cfg.language`` -> wavs -> one CutSet per split, and a summary (counts, failures,
-    throughput) for ``stats.json``. Shared by the tts and parallel sources."""
+    throughput) for ``stats.json``. Shared by the tts and parallel sources. ``extra_train``:
+    more training sentences, voiced by a draw of their own (the others' voices stay the same)."""
     sentences = text_mod.pick_sentences(pool, cfg.num_utterances, cfg.dev_fraction, cfg.test_fraction, splits)
     if "train" in sentences:  # dev and test keep one sentence per utterance (comparable sets)
         sentences["train"] = text_mod.join_sentences(
@@ -547,6 +549,9 @@ def speak_sentences(
         )
     engines = available_engines(cfg.engines, cfg.language)
     jobs = plan_renderings(sentences, engines, cfg.seed, cfg.held_out_voices, cfg.engine_weights)
+    if extra_train and "train" in sentences:
+        jobs += plan_renderings({"train": list(extra_train)}, engines, cfg.seed + 1, cfg.held_out_voices,
+                                cfg.engine_weights)  # fmt: skip
     report = render(
         jobs, audio_dir, {n: e for n, (e, _) in engines.items()}, cfg.num_workers, cfg.sample_rate
     )
@@ -577,7 +582,9 @@ def synthesize_corpus(
                          "source parallel speaks other languages")
     splits = [s for s in text_mod.SPLITS if s in set(splits)]
     pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
-    return speak_sentences(cfg, pool, audio_dir, splits)
+    short = text_mod.short_sentences(cfg.short_utterances, cfg.min_words, cfg.dev_fraction, cfg.test_fraction,
+                                     cfg.seed)  # fmt: skip
+    return speak_sentences(cfg, pool, audio_dir, splits, extra_train=short)
 
 
 # the in-process engines (kokoro, piper) register themselves in TTS_ENGINES on import
