@@ -306,7 +306,7 @@ class BiasConfig:
     prompt: str = "Transcribe the audio. Hotwords: {keywords}."
     separator: str = ", "
     # a supervision custom field with the utterance's own keyword list (e.g. slide keywords,
-    # paper IV-B2): decoded as the "manifest" condition and used in training when present
+    # paper IV-B2): decoded as the "keywords" condition and used in training when present
     keywords_field: str = "keywords"
     # training lists: each own rare word kept with this probability, plus 0..train_distractors
     # random rare words, so that the model learns to pick from a list rather than copy it

@@ -22,7 +22,9 @@ from slam.recipes.asr import SpeechRecognition
 from slam.recipes.base import AssetWriter, TrainingRows, Transcribe
 from slam.tasks.biasing import (
     TRAINING_KEYS,
+    KeywordLists,
     decode_instruction,
+    filters_lists,
     format_prompt,
     prepare_decoding,
     training_lists,
@@ -49,6 +51,8 @@ class ContextualBiasing(SpeechRecognition):
         self, cfg: SlamConfig, train_cuts: CutSet, rows: TrainingRows, model: SpeechLLM,
         dataset: AudioTextDataset, device: torch.device, summary: dict[str, Any],
     ) -> list[AssetWriter]:  # fmt: skip
+        if not filters_lists(cfg.bias):  # no CTC-filtered list to decode: no filter to train
+            return []
         # the hotword filter's CTC head: ~2 min on one process
         dim = cache_dim(cfg) if dataset.encoder is None else model.encoder.dim
         head, summary["ctc_head_loss"] = train_ctc_head(
@@ -66,9 +70,13 @@ class ContextualBiasing(SpeechRecognition):
     ) -> dict[str, CutSet]:  # fmt: skip
         # every set once per biasing condition, each row with its own list
         manifests = cfg.cache.dir if use_cache else cfg.corpus.dir
-        sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests)
+        sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests, self.keyword_lists(cfg))
         dataset.instruction = decode_instruction(cfg.bias)
         return sets
+
+    def keyword_lists(self, cfg: SlamConfig) -> KeywordLists | None:
+        """Lists for test cuts without keywords of their own (they then get none)."""
+        return None
 
     def after_decoding(
         self, cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset, model: SpeechLLM,

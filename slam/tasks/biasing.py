@@ -134,12 +134,15 @@ def training_lists(cuts: CutSet, cfg: BiasConfig) -> TrainingLists:
 
 
 # -- decoding conditions -----------------------------------------------------------------------
+LABELS = {"none": "no bias", "gt": "ground-truth hotwords", "keywords": "per-utterance keywords"}
+
+
 @dataclass(frozen=True)
 class Condition:
     """One way of prompting the test set: a column block of Table VII."""
 
     name: str
-    kind: str  # "none" (empty list), "gt" (own rare words), "list" (size N) or "manifest"
+    kind: str  # "none" (empty list), "gt" (own rare words), "list" (size N) or "keywords"
     size: int = 0  # N, for kind "list"
     filtered: bool = False  # the CTC filter picks the prompt's entries from the list
 
@@ -147,16 +150,17 @@ class Condition:
     def label(self) -> str:
         if self.kind == "list":
             return f"{self.size} biasing words, " + ("CTC-filtered" if self.filtered else "whole list")
-        return {"none": "no bias", "gt": "ground-truth hotwords", "manifest": "manifest keywords"}[self.kind]
+        return LABELS[self.kind]
 
 
-def decode_conditions(cfg: BiasConfig, manifest: bool) -> list[Condition]:
-    """In Table VII's order: no list, filtered lists, whole lists, the manifest's, the upper bound."""
+def decode_conditions(cfg: BiasConfig, keywords: bool) -> list[Condition]:
+    """In Table VII's order: no list, filtered lists, whole lists, the utterances' own keyword
+    lists (when they have them), the upper bound."""
     conditions = [Condition("none", "none")]
     conditions += [Condition(f"n{n}_ctc", "list", n, True) for n in sorted(set(cfg.list_sizes))]
     conditions += [Condition(f"n{n}", "list", n) for n in sorted(set(cfg.unfiltered_sizes))]
-    if manifest:
-        conditions.append(Condition("manifest", "manifest"))
+    if keywords:
+        conditions.append(Condition("keywords", "keywords"))
     return conditions + [Condition("gt", "gt")]
 
 
@@ -186,7 +190,7 @@ def scoring_list(condition: Condition, record: dict[str, Any]) -> list[str]:
     (the reference's rare words when the prompt has none or only those)."""
     if condition.kind == "list":
         return full_list(record, condition.size)
-    if condition.kind == "manifest":
+    if condition.kind == "keywords":
         return record["keywords"] or []
     return record["rare"]
 
@@ -195,7 +199,7 @@ def prompt_list(condition: Condition, record: dict[str, Any], cfg: BiasConfig) -
     """The entries that reach the prompt under ``condition``."""
     if condition.kind == "none":
         return []
-    if condition.kind == "manifest":
+    if condition.kind == "keywords":
         return list(record["keywords"] or [])
     entries = record["rare"] if condition.kind == "gt" else full_list(record, condition.size)
     if condition.filtered:
@@ -229,6 +233,15 @@ def read_conditions(decode_dir: str | Path) -> dict[str, list[Condition]]:
     return {name: [Condition(**c) for c in conds] for name, conds in raw.items()}
 
 
+# (a set's cuts, the training vocabulary's rare words) -> keyword lists for cuts without their own
+KeywordLists = Callable[[CutSet, RareWords], dict[str, list[str]]]
+
+
+def filters_lists(cfg: BiasConfig) -> bool:
+    """Whether any condition needs the CTC head (a CTC-filtered list size)."""
+    return bool(cfg.list_sizes)
+
+
 def prepare_decoding(
     cfg: SlamConfig,
     sets: dict[str, CutSet],
@@ -236,27 +249,32 @@ def prepare_decoding(
     assets: Path,
     device: torch.device,
     manifests_dir: str | Path,
+    keyword_lists: KeywordLists | None = None,
 ) -> dict[str, CutSet]:
     """Lists, CTC transcripts and prompt entries of every test cut under every condition.
 
     Writes them to ``<decode.dir>/lists`` and returns one CutSet per ``<set>.<condition>``
     whose cuts carry their prompt entries; ``decode_instruction`` turns them into prompts.
+    ``keyword_lists`` gives the cuts without a manifest keyword list one of their own.
     """
     bias = cfg.bias
     rare = RareWords.from_texts((cut_text(c) for c in load_cuts(manifests_dir, "train")), bias.common_words)
     if len(rare.pool) < max_list_size(bias):
         log.warning("only %d rare training words: lists of %d are cut short",
                     len(rare.pool), max_list_size(bias))
-    head = load_ctc_head(assets).to(device)
+    head = load_ctc_head(assets).to(device) if filters_lists(bias) else None
     out, conditions = {}, {}
     for name, cuts in sets.items():
-        transcripts = ctc_transcripts(head, cuts, dataset, device, cfg.decode.batch_size)
+        transcripts = ctc_transcripts(head, cuts, dataset, device, cfg.decode.batch_size) if head else {}
+        built = keyword_lists(cuts, rare) if keyword_lists else {}
         records = []
         for cut in cuts:
             record = utterance_record(cut, rare, bias)
-            record["ctc"] = transcripts[cut.id]
+            record["ctc"] = transcripts.get(cut.id)
+            if record["keywords"] is None and cut.id in built:
+                record["keywords"] = built[cut.id]
             records.append(record)
-        conds = decode_conditions(bias, manifest=any(r["keywords"] is not None for r in records))
+        conds = decode_conditions(bias, keywords=any(r["keywords"] is not None for r in records))
         for record in records:
             record["prompts"] = {c.name: prompt_list(c, record, bias) for c in conds}
         if is_main():

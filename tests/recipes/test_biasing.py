@@ -96,10 +96,10 @@ def test_conditions_and_prompt_lists(rare):
     cfg = BiasConfig(list_sizes=[8], unfiltered_sizes=[8], filter_threshold=75, filter_max=8)
     record = utterance_record(make_cut("u1", "the zebra ate an apple"), rare, cfg)
     record["ctc"] = "the zebre ate an aple"  # a rough CTC transcript
-    names = [c.name for c in decode_conditions(cfg, manifest=False)]
+    names = [c.name for c in decode_conditions(cfg, keywords=False)]
     assert names == ["none", "n8_ctc", "n8", "gt"]
-    assert [c.name for c in decode_conditions(cfg, manifest=True)][-2:] == ["manifest", "gt"]
-    none, ctc, whole, gt = decode_conditions(cfg, manifest=False)
+    assert [c.name for c in decode_conditions(cfg, keywords=True)][-2:] == ["keywords", "gt"]
+    none, ctc, whole, gt = decode_conditions(cfg, keywords=False)
     assert prompt_list(none, record, cfg) == []
     assert sorted(prompt_list(gt, record, cfg)) == sorted(record["rare"])
     assert sorted(prompt_list(whole, record, cfg)) == sorted(full_list(record, 8))
@@ -138,7 +138,7 @@ def test_manifest_keywords_in_prompt_and_training(rare):
     cfg = BiasConfig(train_keep=1.0, train_distractors=0)
     assert sorted(TrainingLists(rare, cfg).keywords(cut, 0)) == ["Slides", "zebra crossing"]
     record = utterance_record(cut, rare, cfg)
-    assert prompt_list(Condition("manifest", "manifest"), record, cfg) == ["zebra crossing", "Slides"]
+    assert prompt_list(Condition("keywords", "keywords"), record, cfg) == ["zebra crossing", "Slides"]
     prompt = format_prompt(cfg, ["zebra crossing", "Slides"])
     assert prompt == "Transcribe the audio. Hotwords: zebra crossing, Slides."
     with pytest.raises(ValueError, match="keywords"):
