@@ -195,6 +195,12 @@ class TrainConfig:
     system_prompt: str | None = ""
     max_duration: float = 60.0  # seconds of audio per batch (Lhotse dynamic bucketing)
     num_buckets: int = 10
+    # a trained model directory (``<train.dir>/model`` of another run, e.g. "exp/asr/model") whose
+    # projector, adapter and CTC blank the training starts from instead of from scratch (SLAM-LLM's
+    # ``ckpt_path``): a recipe built on the ASR model. Its encoder, projector, LLM and PEFT settings
+    # must be this run's. DVC tracks the path, not the weights: the run key and MLflow hold their
+    # digest (``init_digest``). "": from scratch
+    init_from: str = ""
     max_steps: int = 1000
     grad_accum: int = 1
     lr: float = 1e-3

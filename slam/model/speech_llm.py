@@ -7,6 +7,7 @@ audio. Labels cover only the answer tokens (and the end-of-turn token that stops
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -533,6 +534,45 @@ def load_assets(model: SpeechLLM, directory: Path) -> SpeechLLM:
         if result.unexpected_keys:
             raise ValueError(f"{encoder_weights}: unknown parameters {result.unexpected_keys[:5]}")
     return model
+
+
+# what a model directory's weights are: the files the digest of an initialisation covers
+WEIGHT_SUFFIXES = (".safetensors",)
+# the config sections that shape the parameters a directory holds (init_from must match them)
+SHAPING_SECTIONS = ("encoder", "projector", "llm", "peft")
+
+
+def assets_digest(directory: Path) -> str:
+    """A digest of the weight files of a model directory (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.suffix in WEIGHT_SUFFIXES):
+        digest.update(str(path.relative_to(directory)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def init_from_trained(model: SpeechLLM, cfg: SlamConfig) -> str:
+    """Load ``train.init_from``'s trained weights into ``model``; their digest. The directory's
+    encoder, projector, LLM and PEFT settings must be ``cfg``'s (else the weights would not fit,
+    or would fit and mean something else)."""
+    directory = Path(cfg.train.init_from)
+    if not (directory / ASSETS_INFO).exists():
+        raise ConfigError(f"train.init_from: {directory} is not a trained model directory (no "
+                          f"{ASSETS_INFO}); train the run it names first (the default recipe: dvc repro)")
+    trained = trained_config(directory)
+    ours, theirs = as_dict(cfg), as_dict(trained)
+    differ = [f"{section}.{k}" for section in SHAPING_SECTIONS for k in ours[section]
+              if ours[section][k] != theirs[section].get(k)]  # fmt: skip
+    if differ:
+        raise ConfigError(f"train.init_from: {directory} was trained with other {', '.join(differ)} "
+                          f"({', '.join(f'{k}={_get(theirs, k)!r}' for k in differ)})")  # fmt: skip
+    load_assets(model, directory)
+    return assets_digest(directory)
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    section, key = dotted.split(".", 1)
+    return tree[section].get(key)
 
 
 class UntrustedModelError(ValueError):

@@ -39,7 +39,7 @@ from slam.config import RuntimeConfig, SlamConfig
 from slam.data.cache import checked_dev_set, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, batches_of, drop_too_long, load_cuts
 from slam.model.ctc import fit_ctc
-from slam.model.speech_llm import MODEL, SpeechLLM, build_speech_llm
+from slam.model.speech_llm import MODEL, SpeechLLM, assets_digest, build_speech_llm, init_from_trained
 from slam.model.tuning import uses_cache
 from slam.recipes import Recipe, recipe_of
 from slam.score.metrics import score_wer
@@ -77,6 +77,8 @@ def run_key(cfg: SlamConfig) -> str:
     train = dataclasses.asdict(cfg.train)
     for k in ("eval_every", "checkpoint_every", "log_every", "dev_max_cuts", "dir", "keep_best"):
         train.pop(k)
+    if not train["init_from"]:  # from scratch: the key runs had before the setting existed
+        train.pop("init_from")
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
         "projector": dataclasses.asdict(cfg.projector),
@@ -85,6 +87,8 @@ def run_key(cfg: SlamConfig) -> str:
         "train": train,
         "corpus": dataclasses.asdict(cfg.corpus),
     }
+    if cfg.train.init_from:  # the weights it starts from, not only their path
+        payload["init_digest"] = assets_digest(Path(cfg.train.init_from))
     payload.update(recipe_of(cfg).run_key(cfg))  # e.g. the biasing lists shape every prompt
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -404,6 +408,9 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     recipe = recipe_of(cfg)
     use_cache = uses_cache(cfg)
     model, train_cuts, dev_cuts, skipped_too_long = _model_and_cuts(cfg, recipe, use_cache)
+    init_digest = init_from_trained(model, cfg) if cfg.train.init_from else None
+    if init_digest:
+        log.info("starting from %s (weights %s)", cfg.train.init_from, init_digest)
     model.to(device).train()
     if cfg.runtime.gradient_checkpointing:
         model.base_llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -452,6 +459,8 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
             state["mlflow_run_id"] = run.info.run_id
             if ckpt is None:  # a resumed run logged it already
                 mlflow.log_param("trainable_params", n_trainable)
+                if init_digest:
+                    mlflow.log_param("init_digest", init_digest)
         state = TrainingRun(cfg, device, model, net, optimizer, scheduler, batches, dev_dataset, dev_batches,
                             wer_cuts, ckpt_dir, state).loop()
         final_dev = state["dev_curve"][-1] if state["dev_curve"] else {}

@@ -350,3 +350,51 @@ def test_spec_augment_masks_encoder_outputs_in_training_only(tiny_cfg):
     model.eval()
     assert torch.equal(model.augment(frames), frames)
     assert torch.equal(*(model.audio_embeddings(frames, lengths, encoded=True)[0] for _ in range(2)))
+
+
+def test_init_from_starts_from_a_trained_model_and_keys_its_weights(tiny_cfg, tmp_path):
+    """``train.init_from``: a recipe built on a trained model starts from its weights; the run
+    key follows the weights, and a model of other settings or no model stops with the key named."""
+    import copy
+
+    import mlflow
+
+    from slam.model.speech_llm import init_from_trained
+    from slam.train.loop import run_key
+
+    build_cache(tiny_cfg)
+    tiny_cfg.train.max_steps = tiny_cfg.train.checkpoint_every = 2
+    train(tiny_cfg)
+    source = Path(tiny_cfg.train.dir) / MODEL
+    trained = build_speech_llm(tiny_cfg, encoder_dim=32)
+    scratch = {n: p.detach().clone() for n, p in trained.trainable_state().items()}
+
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.train.dir, cfg.train.init_from = str(tmp_path / "exp-on-top"), str(source)
+    digest = init_from_trained(trained, cfg)
+    weights = trained.trainable_state()
+    assert any(not torch.equal(weights[n], scratch[n]) for n in scratch)  # it moved off its init
+    saved = load_file(str(source / "projector.safetensors"))
+    for name, value in saved.items():
+        torch.testing.assert_close(weights[f"projector.{name}"], value)
+    assert run_key(cfg) != run_key(tiny_cfg)
+    summary = train(cfg)
+    assert summary["steps"] == 2
+    run = mlflow.MlflowClient().get_run(json.loads((Path(cfg.train.dir) / MODEL / "slam.json").read_text())
+                                        ["mlflow_run_id"])  # fmt: skip
+    assert run.data.params["init_digest"] == digest
+    # new weights under the same path: another run (no resume of the old one's checkpoints)
+    before = run_key(cfg)
+    tiny_cfg.train.max_steps = 4
+    train(tiny_cfg)
+    assert run_key(cfg) != before
+
+    other = copy.deepcopy(cfg)
+    other.projector.hidden = 32
+    named = r"train.init_from: .* other projector.hidden \(projector.hidden=64\)"
+    with pytest.raises(ConfigError, match=named):
+        init_from_trained(build_speech_llm(other, encoder_dim=32), other)
+    other = copy.deepcopy(cfg)
+    other.train.init_from = str(tmp_path / "no-model")
+    with pytest.raises(ConfigError, match="train.init_from: .*no-model is not a trained model directory"):
+        train(other)
