@@ -35,7 +35,6 @@ from slam.tasks.ctc_filter import save_ctc_head, train_ctc_head
 @RECIPES.register("asr_bias")
 class ContextualBiasing(SpeechRecognition):
     description = "contextual biasing"
-    joint_ctc_decoding = False  # each row's prompt carries its own list
 
     def run_key(self, cfg: SlamConfig) -> dict[str, Any]:
         return {"bias": {k: getattr(cfg.bias, k) for k in TRAINING_KEYS}}

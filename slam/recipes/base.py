@@ -52,8 +52,8 @@ class Recipe:
     # The answer is the utterance's transcript: WER scoring, Whisper's decoder as the
     # baseline (and fine-tunable on the same data), the by-voice breakdown report.
     answers_are_transcripts: ClassVar[bool] = True
-    # One fixed prompt, one answer per cut: joint CTC/LLM decoding (``decode.ctc_weight``)
-    # and the CTC head's own reading apply.
+    # The answer is what was said, whatever the prompt (a fixed one or a row's keyword list):
+    # joint CTC/LLM decoding (``decode.ctc_weight``) applies.
     joint_ctc_decoding: ClassVar[bool] = False
     whisper_task: ClassVar[str] = "transcribe"  # what the Whisper baseline is asked to do
 

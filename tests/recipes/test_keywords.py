@@ -54,6 +54,8 @@ def test_keywords_train_decode_score(tiny_cfg, pinned):
     cfg.bias.train_distractors = 2
     cfg.train.max_steps, cfg.train.checkpoint_every = 3, 3
     cfg.decode.max_new_tokens = cfg.baseline.max_new_tokens = 3
+    cfg.train.ctc_weight = 1.0  # the CTC head, and joint CTC/LLM decoding with a keyword list per row
+    cfg.decode.ctc_weight = 0.5
     cfg.score.reports = ["biasing"]
     build_cache(cfg)
     summary = train(cfg)
