@@ -94,3 +94,10 @@ def test_repro_then_noop_then_experiment(project):
     out = run(["dvc", "exp", "run", "-S", "profile=micro", "-S", "llm.path=llms/tiny-qwen2"], project)
     assert ran_stages(out) == {"zoo_llm", "train", "decode", "score"}, out[-2000:]
     assert imported_llms(project) == ["tiny-qwen2"]
+
+    # a run that starts from the committed default's model (train.init_from): the experiment's
+    # checkout has replaced exp/asr/model in the workspace, so it comes from the DVC cache
+    out = run(["dvc", "exp", "run", "-S", "profile=micro", "-S", "train.dir=exp/asr-on-top",
+               "-S", "train.init_from=exp/asr/model", "-S", "train.ctc_warmup_steps=0"], project)  # fmt: skip
+    assert {"zoo_llm", "train", "decode", "score"} >= ran_stages(out) >= {"train", "decode", "score"}
+    assert "from the DVC cache" in out and "starting from exp/asr/model" in out, out[-3000:]

@@ -7,11 +7,15 @@ audio. Labels cover only the answer tokens (and the end-of-turn token that stops
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ from slam.utils import atomic_dir, autocast, setup_runtime
 
 IGNORE_INDEX = -100
 AUDIO_PLACEHOLDER = "<|slam_audio|>"
+log = logging.getLogger(__name__)
+
 ADAPTER_DIR = "adapter"
 ENCODER_WEIGHTS = "encoder.safetensors"  # the fine-tuned encoder parameters only
 FULL_LLM_DIR = "llm"  # a fully fine-tuned LLM, as a Hugging Face model dir
@@ -551,14 +557,36 @@ def assets_digest(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@cache
+def trained_model_dir(path: str) -> Path:
+    """A trained model directory by its path: in the workspace or, when a run of another profile
+    has replaced it there (``dvc exp run`` checks out the train stage's new outputs), as the
+    committed ``dvc.lock`` has it in the DVC cache (copied into a temporary directory)."""
+    directory = Path(path)
+    if (directory / ASSETS_INFO).exists():
+        return directory
+    from dvc.api import DVCFileSystem  # only here: most runs never need it
+
+    try:
+        fs = DVCFileSystem(".", rev="HEAD")
+        if fs.exists(f"{path}/{ASSETS_INFO}"):
+            copy = Path(tempfile.mkdtemp(prefix="slam-init-")) / directory.name
+            atexit.register(shutil.rmtree, copy.parent, ignore_errors=True)
+            fs.get(path, str(copy), recursive=True)
+            log.info("train.init_from: %s from the DVC cache (the committed dvc.lock's)", path)
+            return copy
+    except Exception as exc:  # not a DVC repository, not in the cache: say what was looked for
+        log.warning("train.init_from: %s not found in DVC either (%s)", path, exc)
+    raise ConfigError(f"train.init_from: {path} is not a trained model directory (no {ASSETS_INFO}), "
+                      "in the workspace or as an output of the committed dvc.lock; train the run it "
+                      "names first (the default recipe: dvc repro)")  # fmt: skip
+
+
 def init_from_trained(model: SpeechLLM, cfg: SlamConfig) -> str:
     """Load ``train.init_from``'s trained weights into ``model``; their digest. The directory's
     encoder, projector, LLM and PEFT settings must be ``cfg``'s (else the weights would not fit,
     or would fit and mean something else)."""
-    directory = Path(cfg.train.init_from)
-    if not (directory / ASSETS_INFO).exists():
-        raise ConfigError(f"train.init_from: {directory} is not a trained model directory (no "
-                          f"{ASSETS_INFO}); train the run it names first (the default recipe: dvc repro)")
+    directory = trained_model_dir(cfg.train.init_from)
     trained = trained_config(directory)
     ours, theirs = as_dict(cfg), as_dict(trained)
     differ = [f"{section}.{k}" for section in SHAPING_SECTIONS for k in ours[section]

@@ -39,7 +39,14 @@ from slam.config import RuntimeConfig, SlamConfig
 from slam.data.cache import checked_dev_set, load_cached_cuts
 from slam.data.cuts import AudioTextDataset, batches_of, drop_too_long, load_cuts
 from slam.model.ctc import fit_ctc
-from slam.model.speech_llm import MODEL, SpeechLLM, assets_digest, build_speech_llm, init_from_trained
+from slam.model.speech_llm import (
+    MODEL,
+    SpeechLLM,
+    assets_digest,
+    build_speech_llm,
+    init_from_trained,
+    trained_model_dir,
+)
 from slam.model.tuning import uses_cache
 from slam.recipes import Recipe, recipe_of
 from slam.score.metrics import score_wer
@@ -88,7 +95,7 @@ def run_key(cfg: SlamConfig) -> str:
         "corpus": dataclasses.asdict(cfg.corpus),
     }
     if cfg.train.init_from:  # the weights it starts from, not only their path
-        payload["init_digest"] = assets_digest(Path(cfg.train.init_from))
+        payload["init_digest"] = assets_digest(trained_model_dir(cfg.train.init_from))
     payload.update(recipe_of(cfg).run_key(cfg))  # e.g. the biasing lists shape every prompt
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
