@@ -589,18 +589,13 @@ def init_from_trained(model: SpeechLLM, cfg: SlamConfig) -> str:
     directory = trained_model_dir(cfg.train.init_from)
     trained = trained_config(directory)
     ours, theirs = as_dict(cfg), as_dict(trained)
-    differ = [f"{section}.{k}" for section in SHAPING_SECTIONS for k in ours[section]
-              if ours[section][k] != theirs[section].get(k)]  # fmt: skip
+    differ = {f"{section}.{k}": theirs[section].get(k) for section in SHAPING_SECTIONS
+              for k in ours[section] if ours[section][k] != theirs[section].get(k)}  # fmt: skip
     if differ:
         raise ConfigError(f"train.init_from: {directory} was trained with other {', '.join(differ)} "
-                          f"({', '.join(f'{k}={_get(theirs, k)!r}' for k in differ)})")  # fmt: skip
+                          f"({', '.join(f'{k}={v!r}' for k, v in differ.items())})")  # fmt: skip
     load_assets(model, directory)
     return assets_digest(directory)
-
-
-def _get(tree: dict, dotted: str) -> Any:
-    section, key = dotted.split(".", 1)
-    return tree[section].get(key)
 
 
 class UntrustedModelError(ValueError):
