@@ -5,6 +5,7 @@ feature-extractor / tokenizer files) so that tests load them through the encoder
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +132,101 @@ def save_tiny_encodec(directory: str | Path, seed: int = 0) -> Path:
     return directory
 
 
+# -- data2vec 2.0 families (emotion2vec, EAT): published-style fairseq checkpoints ------------
+
+_D2V2_MODEL = {"embed_dim": 32, "depth": 3, "num_heads": 4, "mlp_ratio": 2.0, "norm_affine": True,
+               "layer_norm_first": False, "encoder_dropout": 0.1, "layerdrop": 0.05, "clone_batch": 8}
+_D2V2_DECODER = {"decoder_dim": 16, "decoder_groups": 4, "decoder_kernel": 3, "decoder_layers": 2}
+_D2V2_MODALITY = {
+    "emotion2vec": {  # emotion2vec's layout at a small width: 10 extra tokens -> 2, etc.
+        "type": "AUDIO", "prenet_depth": 2, "num_extra_tokens": 2, "use_alibi_encoder": True,
+        "learned_alibi": False, "learned_alibi_scale": True, "learned_alibi_scale_per_head": True,
+        "learned_alibi_scale_per_layer": False, "num_alibi_heads": 4, "model_depth": 3,
+        "extractor_mode": "layer_norm", "conv_pos_width": 8, "conv_pos_groups": 4,
+        "conv_pos_depth": 2, "conv_pos_pre_ln": False, "mask_prob": 0.5,
+        "feature_encoder_spec": "[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16,2,2)] * 2",
+    },
+    "eat": {  # EAT's layout: 16x16 patches of a 128-bin fbank, one CLS token, no prenet
+        "type": "IMAGE", "in_chans": 1, "patch_size": 16, "embed_dim": 32, "prenet_depth": 0,
+        "num_extra_tokens": 1, "use_alibi_encoder": False, "target_length": 160, "mask_prob": 0.8,
+    },
+}
+
+
+def data2vec2_cfg(family: str, model: dict | None = None, modality: dict | None = None) -> dict:
+    """A tiny emotion2vec / EAT config as fairseq saves one (``cfg.model`` with the modality
+    under ``modalities``, ``cfg.task``), with ``model`` / ``modality`` overrides."""
+    norm_eps = 1e-5 if family == "emotion2vec" else 1e-6
+    mod = {**_D2V2_MODALITY[family], "decoder": dict(_D2V2_DECODER), **(modality or {})}
+    key = "audio" if family == "emotion2vec" else "image"
+    task = {"normalize": True} if family == "emotion2vec" else {"target_length": mod.get("target_length")}
+    return {"model": {"_name": "data2vec_multi", **_D2V2_MODEL, "norm_eps": norm_eps, **(model or {}),
+                      "modalities": {key: mod}}, "task": task}
+
+
+def save_fake_data2vec2_checkpoint(
+    path: str | Path, family: str, seed: int = 0, cfg: dict | None = None, namespace: bool = False
+) -> dict[str, torch.Tensor]:
+    """A random tiny emotion2vec / EAT saved as the published fairseq files are: the student's
+    weights under their published names beside an EMA teacher (``_ema``), the pre-training
+    decoder (and, for emotion2vec, emotion2vec+'s classification head ``proj``) and the config
+    as a plain dict, or as ``argparse.Namespace`` objects (``namespace``: a file that
+    ``weights_only`` loading refuses). Returns the state dict saved (student and extras)."""
+    from slam.model.encoders.data2vec2 import FAMILIES, Data2Vec2Model, config_from_checkpoint
+
+    cfg = cfg or data2vec2_cfg(family)
+    config = config_from_checkpoint(family, cfg["model"], cfg["task"], cfg["model"])
+    torch.manual_seed(seed)
+    student = Data2Vec2Model(config)
+    state = {}
+    for key, value in student.state_dict().items():  # no init value (zeros, ones) left to hide a swap
+        if key.endswith("alibi_scale"):
+            value = torch.rand_like(value) + 0.5
+        elif key.endswith("positions"):
+            value = value.clone()
+        else:
+            value = value + (0.1 if value.dim() == 1 else 0.05) * torch.randn_like(value)
+        state[key] = value
+    mod = FAMILIES[family]
+    state["_ema"] = {k: v + 0.01 for k, v in state.items() if k.startswith(("blocks.", "modality_encoders."))}
+    dim = config.embed_dim
+    state[f"modality_encoders.{mod}.decoder.blocks.0.0.weight"] = torch.randn(16, dim // 4, 3)
+    state[f"modality_encoders.{mod}.decoder.blocks.0.0.bias"] = torch.randn(16)
+    state[f"modality_encoders.{mod}.decoder.proj.weight"] = torch.randn(dim, 16)
+    if family == "emotion2vec":
+        state["proj.weight"], state["proj.bias"] = torch.randn(9, dim), torch.randn(9)
+    saved_cfg: object = cfg
+    if namespace:
+        saved_cfg = argparse.Namespace(
+            model=argparse.Namespace(**cfg["model"]), task=argparse.Namespace(**cfg["task"])
+        )
+    torch.save({"args": None, "cfg": saved_cfg, "model": state, "optimizer_history": []}, path)
+    return state
+
+
+def _save_tiny_data2vec2(directory: str | Path, family: str, seed: int, **overrides: dict) -> Path:
+    from slam.model.encoders.data2vec2 import convert_checkpoint
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = data2vec2_cfg(family, **overrides)
+    save_fake_data2vec2_checkpoint(directory / "published.pt", family, seed, cfg)
+    convert_checkpoint(directory / "published.pt", directory / "converted", family)
+    return directory / "converted"
+
+
+def save_tiny_emotion2vec(directory: str | Path, seed: int = 0, **overrides: dict) -> Path:
+    """A random emotion2vec (layer-norm extractor, ALiBi, 2 extra tokens, 2 prenet + 3 blocks,
+    width 32, 50 Hz), converted from a published-style checkpoint: the converted directory."""
+    return _save_tiny_data2vec2(directory, "emotion2vec", seed, **overrides)
+
+
+def save_tiny_eat(directory: str | Path, seed: int = 0, **overrides: dict) -> Path:
+    """A random EAT (3 blocks, width 32, CLS token, 160-frame window: 10 patch rows, 6.25 Hz),
+    converted from a published-style checkpoint: the converted directory."""
+    return _save_tiny_data2vec2(directory, "eat", seed, **overrides)
+
+
 # config name -> builder of a tiny checkpoint for it (what the tests parametrise over)
 TINY_ENCODERS: dict[str, Callable[[Path], Path]] = {
     "hubert": lambda d: save_tiny_ssl(d, "hubert"),
@@ -142,4 +238,6 @@ TINY_ENCODERS: dict[str, Callable[[Path], Path]] = {
     "clap": save_tiny_clap,
     "clap_frames": save_tiny_clap,
     "encodec": save_tiny_encodec,
+    "emotion2vec": save_tiny_emotion2vec,
+    "eat": save_tiny_eat,
 }

@@ -9,7 +9,7 @@ family is one module here (imported below) plus one ``params/encoder/<name>.yaml
 from __future__ import annotations
 
 # Each import registers its config names in ENCODERS.
-from slam.model.encoders import clap, codec, fbank, ssl, whisper  # noqa: F401
+from slam.model.encoders import beats, clap, codec, data2vec2, fbank, ssl, whisper  # noqa: F401
 from slam.model.encoders.base import ENCODERS, AudioEncoder, build_encoder
 
 __all__ = ["ENCODERS", "AudioEncoder", "build_encoder"]

@@ -50,6 +50,8 @@ class KaldiFbank:
     mean: float = AST_MEAN
     std: float = AST_STD
     normalize: bool = True
+    window_type: str = "hanning"  # AST's; BEATs keeps torchaudio's default "povey"
+    waveform_scale: float = 1.0  # BEATs scales [-1, 1] audio to 16-bit range (2**15) first
 
     @property
     def window(self) -> int:
@@ -68,12 +70,12 @@ class KaldiFbank:
         if wav.numel() < self.window:  # shorter than one window: one frame of zero-padded audio
             wav = nn.functional.pad(wav, (0, self.window - wav.numel()))
         fbank = torchaudio.compliance.kaldi.fbank(
-            wav[None],
+            wav[None] * self.waveform_scale,
             sample_frequency=self.sample_rate,
             num_mel_bins=self.num_mel_bins,
             frame_length=self.frame_length_ms,
             frame_shift=self.frame_shift_ms,
-            window_type="hanning",
+            window_type=self.window_type,
             dither=0.0,
             use_energy=False,
         )
