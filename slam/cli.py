@@ -4,6 +4,8 @@
     slam export <assets dir | MLflow run id> exported/    # LoRA merged, standalone
     (a model whose stored config turns on trust_remote_code needs --trust-remote-code)
     slam tables [names...] [--out tables] [--where tag.profile=micro]   # params/tables.yaml
+    slam convert {beats,emotion2vec,eat} CHECKPOINT OUT_DIR [--allow-pickle] [--config YAML]
+    (a published encoder checkpoint -> the config.json + model.safetensors dir encoder.path names)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from slam.stages import USER_ERRORS
 
@@ -61,6 +64,23 @@ def _import(args: argparse.Namespace) -> None:
           f"{summary.present} there already")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    # importing slam.model.encoders imports every encoder module, which registers its converters
+    from slam.model.encoders.converted import CONFIG_FILE, CONVERTERS, WEIGHTS_FILE
+    from slam.registry import UnknownComponentError
+
+    try:
+        convert = CONVERTERS.get(args.family)
+        report = convert(args.checkpoint, args.out_dir, allow_pickle=args.allow_pickle,
+                         config_yaml=args.config)
+    except (UnknownComponentError, ValueError, OSError, ModuleNotFoundError) as exc:
+        print(f"slam convert: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.out_dir / CONFIG_FILE} and {args.out_dir / WEIGHTS_FILE}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="slam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +117,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the repo)")
     p.set_defaults(run=_import)
+    p = commands.add_parser("convert", help="convert a published encoder checkpoint for encoder.path")
+    p.add_argument("family", metavar="FAMILY", help="the encoder family: beats, emotion2vec or eat")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=Path,
+                   help="the published file (.pt; FunASR: model.pt)")
+    p.add_argument("out_dir", metavar="OUT_DIR", type=Path,
+                   help="the directory to write: new, or an earlier conversion (replaced)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load with torch.load(weights_only=False), which runs code from the file: "
+                   "only for a file you trust whose config is pickled (fairseq)")
+    p.add_argument("--config", metavar="YAML", type=Path, default=None,
+                   help="FunASR config.yaml when it is not beside the checkpoint")
+    p.set_defaults(run=_convert)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

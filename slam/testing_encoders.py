@@ -1,6 +1,7 @@
 """Tiny random encoders of every family, saved like real checkpoints (``save_pretrained`` plus
 feature-extractor / tokenizer files) so that tests load them through the encoders' own
-``from_pretrained`` paths. No real weights of these families exist offline.
+``from_pretrained`` paths. No real weights of these families exist offline. Also the helpers
+the encoder tests share: :func:`noise` to feed them and :func:`encode` to run them.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from transformers import (
     ASTConfig,
@@ -33,6 +36,24 @@ from transformers import (
 )
 
 from slam.testing import _byte_bpe
+
+if TYPE_CHECKING:
+    from slam.model.encoders.base import AudioEncoder
+
+
+def noise(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Quiet white noise (std 0.1) of ``seconds`` at ``rate`` Hz, float32."""
+    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * rate))).astype(np.float32)
+
+
+def encode(encoder: AudioEncoder, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encoder`` on ``waves`` as one padded batch, without gradients: (hidden, lengths)."""
+    from slam.model.encoders.base import pad_features
+
+    inputs, lengths = pad_features([encoder.extract(w) for w in waves])
+    with torch.no_grad():
+        return encoder(inputs, lengths)
+
 
 _SSL = {
     "hubert": (HubertConfig, HubertModel),

@@ -8,23 +8,20 @@ checked is that every official tensor lands where the module reads it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torchaudio
 
+from slam import cli
 from slam.config import EncoderConfig
 from slam.model.encoders import build_encoder
 from slam.model.encoders.base import pad_features
-from slam.model.encoders.beats import BEATs, BEATsConfig, convert_checkpoint, main
+from slam.model.encoders.beats import BEATs, BEATsConfig, convert_checkpoint
+from slam.testing_encoders import encode, noise
 
-ROOT = Path(__file__).resolve().parents[2]
 # the official cfg keys of a tiny model (BEATs_iter3 has 12 layers, 768 wide, conv_pos 128 ...)
 TINY_CFG = {
     "input_patch_size": 16, "embed_dim": 24, "conv_bias": False, "encoder_layers": 2,
@@ -72,16 +69,6 @@ def converted(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor], object]:
 
 def load(path: Path, **kwargs):
     return build_encoder(EncoderConfig(name="beats", path=str(path), **kwargs))
-
-
-def noise(seconds: float, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * 16000))).astype(np.float32)
-
-
-def encode(encoder, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs, lengths = pad_features([encoder.extract(w) for w in waves])
-    with torch.no_grad():
-        return encoder(inputs, lengths)
 
 
 # -- the converter ----------------------------------------------------------------------
@@ -144,40 +131,36 @@ def test_unreadable_or_foreign_files_fail_naming_the_file(tmp_path):
 
 
 def test_converter_replaces_its_own_output_but_no_other_directory(tmp_path, capsys):
+    """``slam convert beats`` in-process (test_data2vec2 runs the command in a subprocess)."""
     src = save_official(tmp_path / "BEATs_tiny.pt", official_state())
     out = tmp_path / "beats"
-    assert main([str(src), str(out)]) == 0
+    cli.main(["convert", "beats", str(src), str(out)])
     printed = capsys.readouterr().out
-    assert "predictor.weight, predictor.bias" in printed and "1 per-layer copies" in printed
+    assert "classification head (2 keys): predictor.bias, predictor.weight" in printed
+    assert "shared relative position table (1 key)" in printed
+    assert f"wrote {out / 'config.json'}" in printed and (out / "model.safetensors").is_file()
     save_official(src, official_state(seed=1))
-    assert main([str(src), str(out)]) == 0  # a second conversion replaces the first
+    cli.main(["convert", "beats", str(src), str(out)])  # a second conversion replaces the first
     second = official_state(seed=1)["patch_embedding.weight"]
     assert torch.equal(load(out).model.patch_embedding.weight, second)
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(SystemExit):
-        main([str(src), str(out)])
-    assert "not a converted BEATs directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["convert", "beats", str(src), str(out)])
+    assert exited.value.code == 2
+    assert f"{out} exists and holds more than a converted model" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
-
-
-def test_converter_runs_as_a_module(tmp_path):
-    """``python -m`` runs the file a second time as ``__main__``: it must not register twice."""
-    src = save_official(tmp_path / "BEATs_tiny.pt", official_state())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "slam.model.encoders.beats", str(src), str(tmp_path / "out")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "model.safetensors").is_file() and "wrote" in done.stdout
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["convert", "beat", str(src), str(tmp_path / "new")])
+    assert exited.value.code == 2
+    assert "known checkpoint converters: beats, eat, emotion2vec" in capsys.readouterr().err
 
 
 # -- the encoder ------------------------------------------------------------------------
 
 
 def test_a_checkpoint_file_as_path_points_to_the_converter(tmp_path):
-    hint = r"python -m slam\.model\.encoders\.beats"
-    with pytest.raises(ValueError, match=rf"BEATs torch checkpoint; convert .*{hint}"):
+    hint = r"python -m slam\.cli convert beats CHECKPOINT OUT_DIR"
+    with pytest.raises(ValueError, match=rf"not a converted beats directory: convert .*{hint}"):
         load(tmp_path / "BEATs_iter3.pt")  # whether or not it exists
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=rf"config\.json or model\.safetensors.*{hint}"):

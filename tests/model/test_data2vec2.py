@@ -4,6 +4,7 @@ the pickled-config guard, lengths, batch padding, layer choice and input feature
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torchaudio
 import yaml
 from safetensors.torch import load_file
 
+from slam import cli
 from slam.config import EncoderConfig
 from slam.model.encoders import build_encoder
 from slam.model.encoders.base import pad_features
@@ -23,11 +25,12 @@ from slam.model.encoders.data2vec2 import (
     EAT_STD,
     PickledCheckpointError,
     convert_checkpoint,
-    main,
     parse_conv_spec,
 )
 from slam.testing_encoders import (
     data2vec2_cfg,
+    encode,
+    noise,
     save_fake_data2vec2_checkpoint,
     save_tiny_eat,
     save_tiny_emotion2vec,
@@ -74,14 +77,9 @@ def load(path: Path, name: str, **kwargs):
     return build_encoder(EncoderConfig(name=name, path=str(path), **kwargs))
 
 
-def noise(seconds: float, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * 16000))).astype(np.float32)
-
-
-def encode(encoder, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs, lengths = pad_features([encoder.extract(w) for w in waves])
-    with torch.no_grad():
-        return encoder(inputs, lengths)
+def written(directory: Path) -> list[str]:
+    """The keys a conversion wrote to ``directory``."""
+    return sorted(load_file(str(directory / "model.safetensors")))
 
 
 # -- conversion -------------------------------------------------------------------------------
@@ -93,7 +91,9 @@ def test_published_checkpoint_converts_keeping_the_student_and_reporting_the_res
     result = convert_checkpoint(tmp_path / "published.pt", tmp_path / "out", family)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "published.pt"]  # no temp left
-    assert set(PUBLISHED_KEYS[family]) <= set(result.kept)
+    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+    kept = set(saved)
+    assert set(PUBLISHED_KEYS[family]) <= kept
     mod = "AUDIO" if family == "emotion2vec" else "IMAGE"
     expected_dropped = {
         "_ema": "EMA teacher",
@@ -103,15 +103,14 @@ def test_published_checkpoint_converts_keeping_the_student_and_reporting_the_res
     if family == "emotion2vec":
         expected_dropped["proj.weight"] = "classification head"  # emotion2vec+'s emotion classes
     assert {k: result.dropped[k] for k in expected_dropped} == expected_dropped
-    assert set(result.kept) | set(result.dropped) == set(state) and not set(result.kept) & set(result.dropped)
-    assert not any(".decoder." in k or k.startswith(("_ema", "proj.")) for k in result.kept)
+    assert kept | set(result.dropped) == set(state) and not kept & set(result.dropped)
+    assert not any(".decoder." in k or k.startswith(("_ema", "proj.")) for k in kept)
 
     # every kept weight arrives unchanged, in the file and in the loaded encoder
-    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     encoder = load(tmp_path / "out", family)
     loaded = encoder.model.state_dict()
-    assert set(saved) == set(loaded) == set(result.kept)
-    for key in result.kept:
+    assert set(loaded) == kept
+    for key in kept:
         assert torch.equal(saved[key], state[key]) and torch.equal(loaded[key], state[key]), key
 
     config = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -141,9 +140,9 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
     with pytest.raises(ValueError) as err:
         convert_checkpoint(tmp_path / "broken.pt", tmp_path / "out", "emotion2vec")
     message = str(err.value)
-    assert "missing keys: blocks.1.mlp.fc2.weight" in message
-    assert "unexpected keys: blocks.0.attn.rel_bias" in message
-    assert "modality_encoders.AUDIO.extra_tokens (1, 5, 32) (model (1, 2, 32))" in message
+    assert "missing: blocks.1.mlp.fc2.weight" in message
+    assert "unexpected: blocks.0.attn.rel_bias" in message
+    assert "modality_encoders.AUDIO.extra_tokens (1, 5, 32) (expected (1, 2, 32))" in message
     assert not (tmp_path / "out").exists()
 
 
@@ -155,26 +154,31 @@ def test_a_pickled_config_needs_allow_pickle(tmp_path, capsys):
         convert_checkpoint(tmp_path / "pickled.pt", tmp_path / "out", "eat")
     assert "weights_only" in str(err.value) and "trust" in str(err.value)
     assert not (tmp_path / "out").exists()
-    assert main(["eat", str(tmp_path / "pickled.pt"), str(tmp_path / "out")]) == 2
+    command = ["convert", "eat", str(tmp_path / "pickled.pt"), str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(command)
+    assert exited.value.code == 2
     assert "--allow-pickle" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
-    assert main(["eat", str(tmp_path / "pickled.pt"), str(tmp_path / "out"), "--allow-pickle"]) == 0
-    assert "dropped 1 EMA teacher entries" in capsys.readouterr().out
+    cli.main([*command, "--allow-pickle"])
+    assert "dropped EMA teacher (1 key): _ema" in capsys.readouterr().out
     save_fake_data2vec2_checkpoint(tmp_path / "plain.pt", "eat")  # same seed, plain-dict config
     convert_checkpoint(tmp_path / "plain.pt", tmp_path / "plain", "eat")
     assert (tmp_path / "out" / "config.json").read_text() == (tmp_path / "plain" / "config.json").read_text()
 
 
 def test_the_command_line_converts(tmp_path):
-    """``python -m slam.model.encoders.data2vec2`` (the package has imported the module first)."""
+    """``python -m slam.cli convert`` in a subprocess (the other tests call ``cli.main``)."""
     save_fake_data2vec2_checkpoint(tmp_path / "published.pt", "emotion2vec")
     run = subprocess.run(
-        [sys.executable, "-m", "slam.model.encoders.data2vec2", "emotion2vec", str(tmp_path / "published.pt"),
+        [sys.executable, "-m", "slam.cli", "convert", "emotion2vec", str(tmp_path / "published.pt"),
          str(tmp_path / "out")],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert "dropped 2 classification head entries" in run.stdout
+    assert "dropped classification head (2 keys): proj.bias, proj.weight" in run.stdout
+    assert f"wrote {tmp_path / 'out' / 'config.json'}" in run.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
@@ -205,7 +209,7 @@ def test_finetuned_eat_unwraps_the_pretrained_model(tmp_path):
                      "pretrained_model_args": data2vec2_cfg("eat")}, "task": {}}
     torch.save({"cfg": cfg, "model": wrapped}, tmp_path / "ft.pt")
     result = convert_checkpoint(tmp_path / "ft.pt", tmp_path / "out", "eat")
-    assert result.kept == sorted(student)
+    assert written(tmp_path / "out") == sorted(student)
     assert result.dropped == {"fc_norm.weight": "classification head", "head.weight": "classification head"}
 
 
@@ -213,8 +217,8 @@ def test_pre_norm_models_keep_their_final_norm(tmp_path):
     cfg = data2vec2_cfg("eat", model={"layer_norm_first": True})
     state = save_fake_data2vec2_checkpoint(tmp_path / "ln.pt", "eat", cfg=cfg)
     assert "norm.weight" in state and "modality_encoders.IMAGE.context_encoder.norm.weight" not in state
-    result = convert_checkpoint(tmp_path / "ln.pt", tmp_path / "out", "eat")
-    assert {"norm.weight", "norm.bias"} <= set(result.kept)
+    convert_checkpoint(tmp_path / "ln.pt", tmp_path / "out", "eat")
+    assert {"norm.weight", "norm.bias"} <= set(written(tmp_path / "out"))
     encoder = load(tmp_path / "out", "eat")
     torch.testing.assert_close(encoder.model.norm.weight, state["norm.weight"])
     hidden, _ = encode(encoder, [noise(0.5)])
@@ -225,7 +229,7 @@ def test_existing_directories_with_other_files_are_never_replaced(tmp_path):
     save_fake_data2vec2_checkpoint(tmp_path / "published.pt", "eat")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="busy"):
+    with pytest.raises(ValueError, match="busy exists and holds more than a converted model"):
         convert_checkpoint(tmp_path / "published.pt", tmp_path / "busy", "eat")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "keep me"
     convert_checkpoint(tmp_path / "published.pt", tmp_path / "again", "eat")
@@ -244,9 +248,9 @@ def test_conv_spec_is_parsed_without_eval():
 
 
 def test_a_checkpoint_path_names_the_converter_command(tmp_path, paths):
-    with pytest.raises(ValueError, match=r"python -m slam\.model\.encoders\.data2vec2 emotion2vec"):
+    with pytest.raises(ValueError, match=r"python -m slam\.cli convert emotion2vec CHECKPOINT OUT_DIR"):
         load(tmp_path / "emotion2vec_base.pt", "emotion2vec")
-    with pytest.raises(FileNotFoundError, match=r"python -m slam\.model\.encoders\.data2vec2 eat"):
+    with pytest.raises(FileNotFoundError, match=r"python -m slam\.cli convert eat CHECKPOINT OUT_DIR"):
         load(tmp_path, "eat")
     with pytest.raises(ValueError, match="'emotion2vec' model, not 'eat'"):
         load(paths["emotion2vec"], "eat")

@@ -18,7 +18,7 @@ from slam.compose import compose_params
 from slam.config import EncoderConfig, to_config
 from slam.model.encoders import ENCODERS, build_encoder
 from slam.model.encoders.base import pad_features
-from slam.testing_encoders import TINY_ENCODERS
+from slam.testing_encoders import TINY_ENCODERS, encode, noise
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = [*TINY_ENCODERS, "whisper"]
@@ -47,16 +47,6 @@ def paths(tmp_path_factory, tiny_models) -> dict[str, Path]:
 
 def load(paths: dict[str, Path], name: str, **kwargs):
     return build_encoder(EncoderConfig(name=name, path=str(paths[name]), **kwargs))
-
-
-def noise(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal(round(seconds * rate))).astype(np.float32)
-
-
-def encode(encoder, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs, lengths = pad_features([encoder.extract(w) for w in waves])
-    with torch.no_grad():
-        return encoder(inputs, lengths)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -3,11 +3,12 @@
 Microsoft publishes BEATs as torch files (``BEATs_iter3.pt``, ``BEATs_iter3_plus_AS2M.pt``, ...)
 holding ``{"cfg": dict, "model": state_dict}`` for its own modelling code. This module is a
 clean reimplementation under the same parameter names, so converting a checkpoint is a short,
-explicit list of renames: ``python -m slam.model.encoders.beats BEATs_iter3.pt models/beats-iter3``
+explicit list of renames: ``python -m slam.cli convert beats BEATs_iter3.pt models/beats-iter3``
 writes ``config.json`` (the checkpoint's cfg) and ``model.safetensors``, the directory that
-``encoder.path`` names. The converter drops the fine-tuned checkpoints' AudioSet classifier
-(``predictor.*``) and the 11 copies of the relative-position table that the official model
-stores once per layer although all layers share layer 0's, and says so.
+``encoder.path`` names (:mod:`~slam.model.encoders.converted`). The converter drops the
+fine-tuned checkpoints' AudioSet classifier (``predictor.*``) and the 11 copies of the
+relative-position table that the official model stores once per layer although all layers
+share layer 0's, and says so.
 
 Input: BEATs' Kaldi fbank (:class:`~slam.model.encoders.fbank.KaldiFbank`): the waveform scaled
 to 16-bit range (``* 2**15``), 128 mel bins, 25 ms povey windows every 10 ms, no dither,
@@ -37,42 +38,37 @@ layer drop and the layer-wise gradient decay.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
 from slam.config import EncoderConfig
 from slam.model.encoders.base import ENCODERS, AudioEncoder
+from slam.model.encoders.converted import (
+    CONFIG_FILE,
+    CONVERTERS,
+    WEIGHTS_FILE,
+    ConversionReport,
+    check_state,
+    read_converted,
+    write_converted,
+)
 from slam.model.encoders.fbank import KaldiFbank
-from slam.utils import atomic_dir
-
-if __name__ == "__main__":
-    # ``python -m slam.model.encoders.beats``: importing the package has already run this file
-    # as ``slam.model.encoders.beats`` (registering "beats"); running it again would register
-    # twice, so hand over to that module.
-    from slam.model.encoders.beats import main
-
-    raise SystemExit(main())
 
 log = logging.getLogger(__name__)
 
 BEATS_MEAN, BEATS_STD = 15.41663, 6.55582  # AudioSet statistics of BEATs' fbank
 NUM_MEL_BINS = 128  # BEATs' fbank (not in the cfg)
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-CONVERT_HINT = "python -m slam.model.encoders.beats CHECKPOINT.pt OUT_DIR"
 
 # official name -> ours: torch's weight-norm parametrization replaced ``weight_g``/``weight_v``
 POS_CONV = "encoder.pos_conv.0."
@@ -82,6 +78,8 @@ RENAMES = {
 }
 SHARED_TABLE = re.compile(r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight")
 HEAD_PREFIX = "predictor"  # the fine-tuned checkpoints' classifier (predictor, predictor_dropout)
+HEAD_DROPPED = "classification head"
+TABLE_DROPPED = "per-layer copies of layer 0's shared relative position table"
 
 
 @dataclass
@@ -308,45 +306,9 @@ class BEATs(nn.Module):
 
 
 def check_state_dict(state: Mapping[str, torch.Tensor], config: BEATsConfig, source: str) -> None:
-    """Raise a ValueError naming every missing, unexpected or misshapen key of ``state``."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in BEATs(config).state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshapen = sorted(
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in set(state) & set(expected)
-        if tuple(state[k].shape) != expected[k]
-    )
-    problems = [
-        f"{what}: {', '.join(keys)}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
-        if keys
-    ]
-    if problems:
-        raise ValueError(f"{source} does not fit the BEATs its cfg describes; " + "; ".join(problems))
-
-
-@dataclass
-class ConversionReport:
-    """What :func:`convert_checkpoint` changed besides copying."""
-
-    dropped: list[str] = field(default_factory=list)  # official keys left out
-    renamed: dict[str, str] = field(default_factory=dict)  # official -> ours
-    ignored_cfg: list[str] = field(default_factory=list)  # cfg keys BEATsConfig does not know
-
-    def lines(self) -> list[str]:
-        heads = [k for k in self.dropped if k.startswith(HEAD_PREFIX)]
-        tables = [k for k in self.dropped if SHARED_TABLE.fullmatch(k)]
-        out = []
-        if heads:
-            out.append(f"dropped the classifier head (not part of the encoder): {', '.join(heads)}")
-        if tables:
-            out.append(f"dropped {len(tables)} per-layer copies of layer 0's shared relative position table")
-        out += [f"renamed {old} -> {new}" for old, new in self.renamed.items()]
-        if self.ignored_cfg:
-            out.append(f"ignored unknown cfg keys: {', '.join(self.ignored_cfg)}")
-        return out
+    """Raise a ValueError naming every key of ``state`` that does not fit ``config``'s BEATs."""
+    with torch.device("meta"):  # shapes only: no memory for a full-size model
+        check_state(BEATs(config).state_dict(), state, source)
 
 
 def convert_state_dict(
@@ -358,13 +320,13 @@ def convert_state_dict(
     state: dict[str, torch.Tensor] = {}
     for key, value in official.items():
         if key.startswith(HEAD_PREFIX):
-            report.dropped.append(key)
+            report.dropped[key] = HEAD_DROPPED
             continue
         shared = SHARED_TABLE.fullmatch(key)
         if shared and int(shared[1]) > 0:
             if table is None or not torch.equal(value, table):
                 raise ValueError(f"{source}: {key} differs from layer 0's table, which BEATs shares")
-            report.dropped.append(key)
+            report.dropped[key] = TABLE_DROPPED
             continue
         if key in RENAMES:
             report.renamed[key] = RENAMES[key]
@@ -374,9 +336,14 @@ def convert_state_dict(
     return state, report
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path) -> ConversionReport:
+@CONVERTERS.register("beats")
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, *, allow_pickle: bool = False, config_yaml: Path | None = None
+) -> ConversionReport:
     """Convert a published BEATs torch file into ``dst`` (``config.json`` + ``model.safetensors``),
-    written atomically: ``dst`` is replaced whole once both files are complete."""
+    written atomically: ``dst`` is replaced whole once both files are complete. ``allow_pickle``
+    and ``config_yaml`` are ignored: a BEATs file holds only tensors and plain types (it loads
+    with ``weights_only=True``) and carries its own cfg."""
     src, dst = Path(src), Path(dst)
     try:
         checkpoint = torch.load(src, map_location="cpu", weights_only=True)
@@ -387,36 +354,19 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> ConversionReport:
         raise ValueError(f"{src}: not a BEATs checkpoint {{'cfg': ..., 'model': ...}} (got {got})")
     config, ignored = BEATsConfig.from_dict(checkpoint["cfg"])
     state, report = convert_state_dict(checkpoint["model"], config, str(src))
-    report.ignored_cfg = ignored
-    if dst.exists() and (not dst.is_dir() or {p.name for p in dst.iterdir()} - {CONFIG_FILE, WEIGHTS_FILE}):
-        raise ValueError(f"{dst} exists and is not a converted BEATs directory: refusing to replace it")
-    with atomic_dir(dst) as tmp:
-        # contiguous copies: safetensors refuses tensors that share storage
-        tensors = {k: v.contiguous().clone() for k, v in state.items()}
-        save_file(tensors, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    if ignored:
+        report.notes.append(f"ignored unknown cfg keys: {', '.join(ignored)}")
+    write_converted(dst, config.to_dict(), state, {"source": src.name, "family": "beats"})
     return report
 
 
 def load_beats(path: str | Path) -> BEATs:
     """The network of a converted directory (see the module doc), in eval mode."""
-    directory = Path(path)
-    if directory.suffix in (".pt", ".pth") or directory.is_file():
-        raise ValueError(
-            f"encoder.path={path} is a BEATs torch checkpoint; convert it to a directory first: "
-            f"{CONVERT_HINT}, then set encoder.path to OUT_DIR"
-        )
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"encoder.path={path} has no {' or '.join(missing)}: it must be a converted BEATs "
-            f"directory ({CONVERT_HINT})"
-        )
-    config, ignored = BEATsConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    raw, state = read_converted(path, "beats")
+    config, ignored = BEATsConfig.from_dict(raw)
     if ignored:
-        log.warning("%s: ignoring unknown BEATs cfg keys %s", directory / CONFIG_FILE, ignored)
-    state = load_file(directory / WEIGHTS_FILE)
-    check_state_dict(state, config, str(directory / WEIGHTS_FILE))
+        log.warning("%s: ignoring unknown BEATs cfg keys %s", Path(path) / CONFIG_FILE, ignored)
+    check_state_dict(state, config, str(Path(path) / WEIGHTS_FILE))
     model = BEATs(config)
     model.load_state_dict(state)
     return model.eval()
@@ -478,22 +428,3 @@ class BEATsEncoder(AudioEncoder):
 
     def finetune_layers(self) -> list[nn.Module]:
         return list(self.model.encoder.layers)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m slam.model.encoders.beats",
-        description="Convert a published BEATs checkpoint (BEATs_iter3.pt, ...) into the directory "
-        "(config.json + model.safetensors) that encoder.path of the beats encoder names.",
-    )
-    parser.add_argument("checkpoint", type=Path, help="the official .pt file ({'cfg': ..., 'model': ...})")
-    parser.add_argument("out_dir", type=Path, help="the directory to write (replaced if it is one already)")
-    args = parser.parse_args(argv)
-    try:
-        report = convert_checkpoint(args.checkpoint, args.out_dir)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    for line in report.lines():
-        print(line)
-    print(f"wrote {args.out_dir / CONFIG_FILE} and {args.out_dir / WEIGHTS_FILE}")
-    return 0

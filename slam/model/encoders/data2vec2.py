@@ -33,24 +33,24 @@ extractor normalises over time, padding included: there each item runs alone (``
 Checkpoints are fairseq files (student, EMA teacher, decoders, fairseq config objects) or
 FunASR ``model.pt`` + ``config.yaml``. Convert once::
 
-    python -m slam.model.encoders.data2vec2 emotion2vec emotion2vec_base.pt models/emotion2vec-base
-    python -m slam.model.encoders.data2vec2 eat EAT-base_epoch30_pt.pt models/eat-base --allow-pickle
+    python -m slam.cli convert emotion2vec emotion2vec_base.pt models/emotion2vec-base
+    python -m slam.cli convert eat EAT-base_epoch30_pt.pt models/eat-base --allow-pickle
 
 which writes ``config.json`` (plain hyperparameters) and ``model.safetensors`` (what inference
-needs) for ``encoder.path``. ``--allow-pickle`` is needed only when the file keeps pickled
-config objects that ``torch.load(weights_only=True)`` refuses; pass it only for a trusted file.
+needs) for ``encoder.path`` (:mod:`~slam.model.encoders.converted`). ``--allow-pickle`` is
+needed only when the file keeps pickled config objects that ``torch.load(weights_only=True)``
+refuses; pass it only for a trusted file.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
+import functools
 import logging
 import math
 import pickle
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -61,26 +61,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from slam.config import EncoderConfig
 from slam.model.encoders.base import ENCODERS, AudioEncoder, encode_each
+from slam.model.encoders.converted import (
+    CONVERTERS,
+    ConversionReport,
+    check_state,
+    read_converted,
+    write_converted,
+)
 from slam.model.encoders.fbank import KaldiFbank
-from slam.utils import atomic_dir
-
-if __name__ == "__main__":
-    # ``python -m slam.model.encoders.data2vec2``: importing the package has already run this
-    # file as ``slam.model.encoders.data2vec2`` (registering its names); running it again here
-    # would register them twice, so hand over to that module.
-    from slam.model.encoders.data2vec2 import main
-
-    raise SystemExit(main())
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 FAMILIES = {"emotion2vec": "AUDIO", "eat": "IMAGE"}
 EAT_MEAN, EAT_STD = -4.268, 4.569  # EAT's fbank statistics (AudioSet, as AST's rounded)
 # data2vec 2.0's audio front end when a config leaves it out
@@ -92,7 +87,8 @@ DEFAULT_CONV_SPEC = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,
 
 @dataclass
 class Data2Vec2Config:
-    """The hyperparameters inference needs, as the converter writes them to ``config.json``."""
+    """The hyperparameters inference needs, as the converter writes them to ``config.json``
+    (``asdict``)."""
 
     family: str  # "emotion2vec" (AUDIO front end) or "eat" (IMAGE front end)
     embed_dim: int = 768
@@ -151,12 +147,8 @@ class Data2Vec2Config:
                     f"{self.target_length}, patch_size={self.patch_size}"
                 )
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
     @classmethod
-    def from_json(cls, text: str) -> Data2Vec2Config:
-        raw = json.loads(text)
+    def from_dict(cls, raw: Mapping[str, Any]) -> Data2Vec2Config:
         unknown = sorted(set(raw) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown data2vec 2.0 config keys: {', '.join(unknown)}")
@@ -527,28 +519,14 @@ class Data2Vec2Model(nn.Module):
 # -- encoders ---------------------------------------------------------------------------------
 
 
-def _convert_hint(family: str, path: str | Path) -> str:
-    return (
-        f"convert it once with `python -m slam.model.encoders.data2vec2 {family} CHECKPOINT.pt "
-        f"OUT_DIR` (add --allow-pickle for a trusted fairseq file) and point encoder.path at OUT_DIR"
-    )
-
-
 def load_converted(path: str | Path, family: str) -> tuple[Data2Vec2Config, Data2Vec2Model]:
     """The model of a converted directory (``config.json`` + ``model.safetensors``)."""
-    directory = Path(path)
-    if directory.suffix in (".pt", ".pth", ".ckpt") or directory.is_file():
-        raise ValueError(f"encoder.path={str(path)!r} is a checkpoint file, not a converted directory: "
-                         + _convert_hint(family, path))
-    if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(
-            f"{directory} holds no {CONFIG_NAME} + {WEIGHTS_NAME}: " + _convert_hint(family, path)
-        )
-    config = Data2Vec2Config.from_json((directory / CONFIG_NAME).read_text())
+    raw, state = read_converted(path, family)
+    config = Data2Vec2Config.from_dict(raw)
     if config.family != family:
-        raise ValueError(f"{directory} holds a converted {config.family!r} model, not {family!r}")
+        raise ValueError(f"{path} holds a converted {config.family!r} model, not {family!r}")
     model = Data2Vec2Model(config)
-    model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+    model.load_state_dict(state)
     return config, model.eval()
 
 
@@ -668,13 +646,6 @@ DROPPED = [
     (r"^recon_proj\.|^cls_proj\.|^center$", "pre-training head"),
     (r"^proj\.|^fc_norm\.|^head\.", "classification head"),
 ]
-
-
-@dataclass
-class Conversion:
-    config: Data2Vec2Config
-    kept: list[str]
-    dropped: dict[str, str]  # key -> why
 
 
 def _plain(obj: Any) -> Any:
@@ -826,78 +797,27 @@ def split_state(state: Mapping[str, Any], modality: str) -> tuple[dict[str, torc
     return kept, dropped
 
 
-def check_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """ValueError naming every missing, unexpected or mis-shaped key."""
-    expected = model.state_dict()
-    problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        problems.append("missing keys: " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if shapes:
-        problems.append("shape mismatches: " + ", ".join(shapes))
-    if problems:
-        raise ValueError("the checkpoint does not match the model its config describes; "
-                         + "; ".join(problems))
-
-
 def convert_checkpoint(
-    src: Path, dst: Path, modality: str, allow_pickle: bool = False, config_yaml: Path | None = None
-) -> Conversion:
+    src: str | Path, dst: str | Path, modality: str, *, allow_pickle: bool = False,
+    config_yaml: Path | None = None,
+) -> ConversionReport:
     """Convert a published emotion2vec / EAT checkpoint into ``dst`` (``config.json`` +
     ``model.safetensors``); ``modality``: ``emotion2vec`` / ``AUDIO`` or ``eat`` / ``IMAGE``."""
     family = {mod: fam for fam, mod in FAMILIES.items()}.get(modality, modality.lower())
     if family not in FAMILIES:
         raise ValueError(f"modality={modality!r}; known: {', '.join(FAMILIES)}")
     src, dst = Path(src), Path(dst)
-    if dst.exists() and (not dst.is_dir() or {p.name for p in dst.iterdir()} - {CONFIG_NAME, WEIGHTS_NAME}):
-        # atomic_dir replaces the whole directory: never one holding anything else
-        raise FileExistsError(f"{dst} exists and holds more than a converted model: choose a new directory")
     ckpt = load_checkpoint(src, allow_pickle)
     state, model_cfg, task_cfg, outer = _state_and_config(ckpt, src, config_yaml)
     config = config_from_checkpoint(family, model_cfg, task_cfg, outer)
     kept, dropped = split_state(state, config.modality)
-    check_state(Data2Vec2Model(config), kept)
-    with atomic_dir(dst) as tmp:
-        (tmp / CONFIG_NAME).write_text(config.to_json())
-        save_file({k: v.detach().contiguous().clone() for k, v in kept.items()}, str(tmp / WEIGHTS_NAME),
-                  metadata={"source": src.name, "family": family})
-    return Conversion(config=config, kept=sorted(kept), dropped=dropped)
+    with torch.device("meta"):  # shapes only
+        check_state(Data2Vec2Model(config).state_dict(), kept, str(src))
+    write_converted(dst, asdict(config), kept, {"source": src.name, "family": family})
+    return ConversionReport(dropped=dropped, notes=[
+        f"kept {len(kept)} tensors ({config.depth} blocks, width {config.embed_dim})"
+    ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m slam.model.encoders.data2vec2",
-        description="Convert an emotion2vec / EAT (data2vec 2.0) checkpoint for encoder.path.",
-    )
-    parser.add_argument("family", choices=sorted(FAMILIES))
-    parser.add_argument("checkpoint", type=Path,
-                        help="fairseq .pt, or FunASR model.pt (with config.yaml beside it)")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="load with torch.load(weights_only=False): only for a file you trust")
-    parser.add_argument("--config", type=Path, help="FunASR config.yaml when not beside the checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        result = convert_checkpoint(
-            args.checkpoint, args.out_dir, args.family, args.allow_pickle, args.config
-        )
-    except (ValueError, OSError, ModuleNotFoundError) as err:  # PickledCheckpointError included
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    reasons: dict[str, list[str]] = {}
-    for key, why in result.dropped.items():
-        reasons.setdefault(why, []).append(key)
-    print(f"wrote {args.out_dir}: {len(result.kept)} tensors ({result.config.depth} blocks, "
-          f"width {result.config.embed_dim})")
-    for why, keys in sorted(reasons.items()):
-        print(f"dropped {len(keys)} {why} entries, e.g. {', '.join(sorted(keys)[:3])}")
-    return 0
-
+for _family in FAMILIES:  # `slam convert emotion2vec ...` / `slam convert eat ...`
+    CONVERTERS.register(_family)(functools.partial(convert_checkpoint, modality=_family))
