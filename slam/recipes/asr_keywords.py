@@ -8,7 +8,8 @@ the manifest (``bias.keywords_field``, e.g. slide keywords) keeps it. Training i
 recipe's (lists of own rare words and distractors, a new list every epoch); the test set is
 decoded without keywords, with its keywords and with the ground-truth rare words, and scored by
 WER, B-WER, U-WER and recall (``score.reports: [biasing]``). Table VI's other axis, with and
-without LoRA, is two runs: ``-S peft=none`` against the profile's LoRA.
+without LoRA, is two runs: the LoRA-free one trains from scratch (``-S peft=none -S
+train.init_from=""``, docs/biasing.md), as the default's model it starts from has LoRA.
 """
 
 from __future__ import annotations
