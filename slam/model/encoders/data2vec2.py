@@ -665,6 +665,20 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _config_classes() -> list[Any]:
+    """The classes fairseq-era checkpoints pickle their config as (omegaconf's when installed)."""
+    import collections
+    import typing
+
+    classes: list[Any] = [argparse.Namespace, collections.defaultdict, typing.Any, dict, list]
+    try:
+        from omegaconf import DictConfig, ListConfig, nodes
+        from omegaconf.base import ContainerMetadata, Metadata
+    except ImportError:
+        return classes
+    return [*classes, DictConfig, ListConfig, ContainerMetadata, Metadata, nodes.AnyNode]
+
+
 def load_checkpoint(src: Path, allow_pickle: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True``; ``weights_only=False`` only when allowed."""
     try:
@@ -673,14 +687,17 @@ def load_checkpoint(src: Path, allow_pickle: bool = False) -> Any:
         if not allow_pickle:
             raise PickledCheckpointError(
                 f"{src} holds pickled objects besides tensors (fairseq keeps its config as "
-                "omegaconf/argparse objects), which torch.load(weights_only=True) refuses. Loading "
-                "it with weights_only=False runs code from the file: if you trust the file, pass "
+                "omegaconf/argparse objects), which torch.load(weights_only=True) refuses. "
+                "--allow-pickle admits those config classes (and only them): if you trust the file, pass "
                 f"--allow-pickle (convert_checkpoint(..., allow_pickle=True)). Refused: "
                 f"{str(refused).splitlines()[0]}"
             ) from None
-    log.warning("loading %s with weights_only=False (--allow-pickle)", src)
+    # Still weights_only=True: --allow-pickle only admits the config classes fairseq pickles
+    # (argparse / omegaconf containers), never arbitrary code from the file.
+    log.warning("loading %s with its pickled config classes allowed (--allow-pickle)", src)
     try:
-        return torch.load(src, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_config_classes()):
+            return torch.load(src, map_location="cpu", weights_only=True)
     except ModuleNotFoundError as missing:
         raise ModuleNotFoundError(
             f"{src} pickles objects of module {missing.name!r}: install it to load the file once "
