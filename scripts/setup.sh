@@ -33,8 +33,14 @@ stamp=.venv/.slam-installed
 if ! [ -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip
-  # torch and torchaudio first, as the matching pair pinned in pyproject.toml
-  .venv/bin/pip install -q torch==2.11.0 torchaudio==2.11.0
+  # torch and torchaudio first, as pinned in pyproject.toml. torch 2.13.0 resolves to a CPU
+  # wheel where pip's find-links offer one (a CUDA build needs ~5 GB more disk for nothing on a
+  # CPU machine). PyPI's torchaudio ships a compiled extension linked against CUDA torch 2.11
+  # (forced alignment, CTC decoders, RNN-T loss: nothing slam calls), which fails to load beside
+  # any other torch build; without it torchaudio runs its pure-PyTorch parts (kaldi fbank,
+  # resample, functional), as it does when deployed without its libraries.
+  .venv/bin/pip install -q torch==2.13.0 torchaudio==2.11.0
+  rm -f .venv/lib/python3*/site-packages/torchaudio/lib/*.so
   .venv/bin/pip install -q -e ".[dev]"
   cp pyproject.toml "$stamp"
 fi
