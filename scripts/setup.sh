@@ -12,6 +12,9 @@ DEBIAN_PACKAGES=(
   fluidsynth fluid-soundfont-gm timgm6mb-soundfont  # the music-captioning corpus (two SoundFonts)
   abcmidi  # plays the music21 folk tunes (ABC) as MIDI: the folk music-captioning corpus
   asterisk-core-sounds-fr asterisk-core-sounds-fr-wav  # the speech-translation recipe's real test set
+  # profile lang (recipe asr_lang): real prompts in Spanish, Italian and Russian (and French above)
+  asterisk-core-sounds-es asterisk-core-sounds-es-wav asterisk-core-sounds-it asterisk-core-sounds-it-wav
+  asterisk-core-sounds-ru asterisk-core-sounds-ru-wav
   chromium  # the MLflow UI test looks at `make ui` in headless Chromium, as a person would
 )
 missing=()

@@ -58,7 +58,7 @@ class CorpusConfig:
     # "parallel" speech over parallel text with translations (recipe st), "scenes" sound
     # scenes with several reference captions each (recipe aac), or "music"
     source: str = "tts"
-    language: str = "en"  # what the synthetic speech speaks (ISO 639-1; espeak also speaks fr)
+    language: str = "en"  # what the synthetic speech speaks (ISO 639-1; espeak also speaks fr, es, it, ru)
     # source parallel: the translations' language, and where the pairs come from: "gettext"
     # (the catalogs below, /usr/share/locale/<language>/LC_MESSAGES/<name>.mo) or a TSV path
     translation_language: str = ""

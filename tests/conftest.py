@@ -76,6 +76,45 @@ def tiny_cfg(tmp_path, tiny_models) -> SlamConfig:
     return cfg
 
 
+@pytest.fixture()
+def fake_prompts(tmp_path, monkeypatch) -> Callable[..., Path]:
+    """``make(code, lines)``: a fake asterisk prompt set standing in for one language's Debian
+    packages (``asterisk-core-sounds-<code>`` and ``-wav``): the transcript file of ``lines``
+    (``name: text``) and a tone wav per name (8 kHz, pitch by the text's first letter), which
+    ``corpus.language: <code>`` then reads. Returns the folder."""
+    import dataclasses
+    import gzip
+
+    from slam.data.corpora import asterisk
+
+    def make(code: str, lines: list[str], seconds: float = 0.4) -> Path:
+        root = tmp_path / f"asterisk-{code}"
+        (root / "sounds").mkdir(parents=True, exist_ok=True)
+        with gzip.open(root / f"core-sounds-{code}.txt.gz", "wt", encoding="utf-8") as f:
+            f.write(f"; fake core sounds in {code}\n" + "\n".join(lines) + "\n")
+        for line in lines:
+            name, _, text = line.partition(":")
+            wav = root / "sounds" / f"{name.strip()}.wav"
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            t = np.arange(int(8000 * seconds)) / 8000
+            pitch = 200 + 10 * (ord(text.strip()[:1].lower() or "a") % 32)
+            sf.write(wav, (0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), 8000, subtype="PCM_16")
+
+        @dataclasses.dataclass(frozen=True)
+        class Local(asterisk.PromptLanguage):
+            @property
+            def transcripts(self) -> Path:
+                return root / f"core-sounds-{code}.txt.gz"
+
+        language = asterisk.LANGUAGES[code]
+        fields = {f.name: getattr(language, f.name) for f in dataclasses.fields(asterisk.PromptLanguage)}
+        fields["sounds_dirs"] = (root / "sounds",)
+        monkeypatch.setitem(asterisk.LANGUAGES, code, Local(**fields))
+        return root
+
+    return make
+
+
 PINS = Path(__file__).with_name("pinned_metrics.json")
 
 

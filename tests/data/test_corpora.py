@@ -1,4 +1,5 @@
-"""Corpora: text normalisation and split, TTS rendering, asterisk parsing, user import, validation."""
+"""Corpora: text normalisation and split, TTS rendering, asterisk parsing (English and the other
+languages: their cleaning, the split by prompt text, source ``asterisk``), user import, validation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 from slam.config import ConfigError, SlamConfig
 from slam.data.cache import checked_dev_set
 from slam.data.corpora import CORPORA, BadInputError, check_set_names, prepare_corpus
-from slam.data.corpora.asterisk import clean_prompt, load_asterisk, parse_prompts
+from slam.data.corpora.asterisk import (
+    ITALIAN,
+    LANGUAGES,
+    RUSSIAN,
+    SPANISH,
+    clean_prompt,
+    load_asterisk,
+    parse_prompts,
+    split_prompts,
+)
 from slam.data.corpora.text import (
     FORTUNES_DIR,
     WORDNET_DIR,
@@ -254,6 +264,164 @@ def test_real_dev_fraction_holds_out_prompts_of_a_real_set_as_its_dev_part(tmp_p
 
 def test_registry_names() -> None:
     assert {"asterisk_en", "user_manifest"} <= set(CORPORA.names())
+
+
+# ------------------------------------------------- asterisk prompts of other languages (profile lang)
+
+WORDS_ES = ("rojo verde azul negro blanco gris claro oscuro grande corto largo nuevo "
+         "viejo alto bajo lento").split()  # fmt: skip
+
+
+def _spanish_lines(n: int = 120) -> list[str]:
+    """``n`` prompts of distinct two-word texts, plus "Gracias" under three names and spellings."""
+    texts = [f"{a} {b}" for a in WORDS_ES for b in WORDS_ES if a != b][:n]
+    return [f"p{i}: {text.capitalize()}." for i, text in enumerate(texts)] + [
+        "thanks: Gracias.", "auth-thankyou: gracias", "vm-goodbye: ¡GRACIAS!"]  # fmt: skip
+
+
+def _write_gz(path: Path, text: str, bom: bool = False) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8-sig" if bom else "utf-8") as f:
+        f.write(text)
+    return path
+
+
+def _sounds(directory: Path, names: list[str]) -> Path:
+    for name in names:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(directory / f"{name}.wav"), _speech_like(0.1, 8000), 8000, subtype="PCM_16")
+    return directory
+
+
+def test_keys_and_word_counts_of_other_scripts_leave_latin_text_as_it_was():
+    # Cyrillic words are words (before, every Russian sentence had the key "" and 0 words)
+    assert sentence_key("Нажмите 1, затем — решётку!") == "нажмите 1 затем решётку"
+    assert sentence_key("Введите пароль.") != sentence_key("Введите номер.")
+    assert count_words("Нажмите решётку, Q.") == 3
+    # Latin letters outside ASCII are dropped as before: French keys and splits stay the same
+    assert sentence_key("L'arrière-plan é") == "l'arri re plan"
+    assert count_words("à la maison") == 2
+    assert split_of("gracias", 0.2, 0.3) == split_of("Gracias!", 0.2, 0.3)
+
+
+def test_russian_italian_and_spanish_transcripts_are_cleaned_in_their_language(tmp_path):
+    ru = _write_gz(tmp_path / "ru.txt.gz", "; Russian\n"
+                "conf-adminmenu: conf-adminmenu: Нажмите 1 и #.\n"  # the name repeated in the text
+                "beep: [this is a simple beep tone]\n"
+                "demo-moreinfo: Информация на сайте www.asterisk.org\n"  # no single reading
+                "demo-instruct: не ниже 28,8 килобит\n"
+                "dir-intro: Используйте клавишу 7 для буквы «Q».\n")  # fmt: skip
+    names = [name for name, _ in parse_prompts(ru)]
+    cuts, dropped = load_asterisk(ru, _sounds(tmp_path / "ru", names), RUSSIAN)
+    texts = {c.supervisions[0].custom["prompt"]: c.supervisions[0].text for c in cuts}
+    assert texts == {"conf-adminmenu": "Нажмите один и решётка.",
+                     "dir-intro": "Используйте клавишу семь для буквы «Q»."}  # fmt: skip
+    assert dropped == {"no_text": 1, "ambiguous_text": 2}
+    assert {(c.supervisions[0].language, c.supervisions[0].speaker) for c in cuts} == {
+        ("Russian", "asterisk_ru_ivrvoice")}
+
+    # the Italian file starts with a byte-order mark and lost accented letters to "?"
+    it = _write_gz(tmp_path / "it.txt.gz", "; Italian\nconf-full: La conferenza ? piena.\n"
+                "pls-try-call-later: riprova pi? tardi.\nvm-login: Posta vocale. Casella di posta?\n"
+                "dictate/forhelp: premere 0 per l'aiuto\n", bom=True)  # fmt: skip
+    assert parse_prompts(it)[0] == ("conf-full", "La conferenza ? piena.")
+    names = [name for name, _ in parse_prompts(it)]
+    cuts, dropped = load_asterisk(it, _sounds(tmp_path / "it", names), ITALIAN)
+    kept = {c.supervisions[0].text for c in cuts}
+    assert kept == {"Posta vocale. Casella di posta?", "premere zero per l'aiuto"}
+    assert dropped == {"ambiguous_text": 2}
+
+    # a name listed twice with two texts: which one the wav says is unknown
+    es = _write_gz(tmp_path / "es.txt.gz", "digits/0: cero\ndigits/0: diez\ndigits/1: uno\nspy-h323: h-323\n")
+    cuts, dropped = load_asterisk(es, _sounds(tmp_path / "es", ["digits/0", "digits/1", "spy-h323"]), SPANISH)
+    assert [(c.id, c.supervisions[0].text) for c in cuts] == [("asterisk_es-digits-1", "uno")]
+    assert dropped == {"conflicting_text": 1, "ambiguous_text": 1}
+
+
+def test_the_prompt_split_is_text_disjoint_deterministic_and_seeded(fake_prompts):
+    fake_prompts("es", _spanish_lines())
+    cuts, _ = load_asterisk(language=LANGUAGES["es"])
+    assert len(cuts) == 123
+    parts = split_prompts(cuts, 0.15, 0.3, seed=0)
+    ids = {name: [c.id for c in part] for name, part in parts.items()}
+    assert sorted(id_ for part in ids.values() for id_ in part) == sorted(c.id for c in cuts)  # each once
+    keys = {name: {sentence_key(c.supervisions[0].text) for c in part} for name, part in parts.items()}
+    assert not (keys["train"] & keys["dev"] or keys["train"] & keys["test"] or keys["dev"] & keys["test"])
+    thanks = {name for name, texts in keys.items() if "gracias" in texts}
+    assert len(thanks) == 1  # "Gracias.", "gracias" and "¡GRACIAS!": one text, one split
+    assert 0.15 < len(parts["test"]) / len(cuts) < 0.45 and 0.05 < len(parts["dev"]) / len(cuts) < 0.3
+    # the same seed, the same split, whatever order the prompts come in; another seed, another draw
+    again = split_prompts(cuts.shuffle(rng=np.random.default_rng(1)), 0.15, 0.3, seed=0)
+    assert {name: sorted(c.id for c in part) for name, part in again.items()} == {
+        name: sorted(part) for name, part in ids.items()}
+    other = split_prompts(cuts, 0.15, 0.3, seed=1)
+    assert {c.id for c in other["test"]} != set(ids["test"])
+
+
+def test_a_missing_debian_package_is_named(tmp_path, fake_prompts):
+    with pytest.raises(FileNotFoundError, match=r"install the Debian package asterisk-core-sounds-ru \("):
+        load_asterisk(tmp_path / "absent.txt.gz", language=RUSSIAN)
+    text = _write_gz(tmp_path / "ru.txt.gz", "auth-thankyou: Спасибо.\n")
+    with pytest.raises(FileNotFoundError, match="install the Debian package asterisk-core-sounds-ru-wav"):
+        load_asterisk(text, tmp_path / "no-sounds", RUSSIAN)
+    # through the corpus: a language without the packages, and one Debian has no prompts in
+    cfg = SlamConfig()
+    cfg.corpus.dir, cfg.corpus.source, cfg.corpus.real_sets = str(tmp_path / "corpus"), "asterisk", []
+    cfg.corpus.num_utterances, cfg.tracking.uri = 0, f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = fake_prompts("it", ["activated: Attivato."])
+    shutil.rmtree(root / "sounds")
+    cfg.corpus.language = "it"
+    with pytest.raises(FileNotFoundError, match="asterisk-core-sounds-it-wav"):
+        prepare_corpus(cfg)
+    cfg.corpus.language = "de"
+    with pytest.raises(ConfigError, match=r"corpus.language 'de'.*en, es, fr, it, ru"):
+        prepare_corpus(cfg)
+    assert {"asterisk_es", "asterisk_it", "asterisk_ru"} <= set(CORPORA.names())
+
+
+def _prepared_prompts(tmp_path: Path, **corpus: object) -> tuple[SlamConfig, dict, dict]:
+    cfg = SlamConfig()
+    cfg.corpus.dir, cfg.tracking.uri = str(tmp_path / "corpus"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.corpus.source, cfg.corpus.language, cfg.corpus.real_sets = "asterisk", "es", []
+    cfg.corpus.dev_fraction, cfg.corpus.test_fraction, cfg.corpus.num_utterances = 0.15, 0.3, 0
+    for key, value in corpus.items():
+        setattr(cfg.corpus, key, value)
+    sets = prepare_corpus(cfg)
+    return cfg, sets, json.loads((tmp_path / "corpus" / "stats.json").read_text())
+
+
+def test_the_asterisk_source_is_the_real_prompts_split_by_text(tmp_path, fake_prompts):
+    fake_prompts("es", _spanish_lines())
+    _, sets, stats = _prepared_prompts(tmp_path)  # num_utterances 0: the prompts alone
+    assert set(sets) == {"train", "dev", "test"}
+    parts = split_prompts(load_asterisk(language=LANGUAGES["es"])[0], 0.15, 0.3, 0)
+    assert {name: sorted(c.id for c in cuts) for name, cuts in sets.items()} == {
+        name: sorted(c.id for c in part) for name, part in parts.items()}
+    assert all(c.sampling_rate == 16000 for cuts in sets.values() for c in cuts)  # 8 kHz prompts, resampled
+    assert stats["synthesis"]["prompts_by_split"] == {name: len(part) for name, part in parts.items()}
+    assert stats["sets"]["train"]["speakers"] == 1
+
+
+@needs_espeak
+def test_synthetic_speech_of_the_language_pads_only_the_training_part(tmp_path, fake_prompts):
+    fake_prompts("es", _spanish_lines())
+    plain = split_prompts(load_asterisk(language=LANGUAGES["es"])[0], 0.15, 0.3, 0)
+    held_out = sorted({c.supervisions[0].text for name in ("dev", "test") for c in plain[name]})
+    sentences = ["el archivo no existe", "no se puede abrir la ventana", "la red no responde",
+                 "guardar los cambios antes de salir", held_out[0].lower().rstrip(".")]  # fmt: skip
+    tsv = tmp_path / "es.tsv"
+    tsv.write_text("".join(f"{s}\ttranslation {i}\n" for i, s in enumerate(sentences)))
+    _, sets, stats = _prepared_prompts(tmp_path, num_utterances=8, parallel_text=str(tsv),
+                               engines=["espeak", "flite"], min_words=2, max_words=8, join_fraction=0.0)
+    synthetic = [c for c in sets["train"] if c.supervisions[0].speaker != "asterisk_es_allison"]
+    assert len(synthetic) == 8 and len(sets["train"]) == len(plain["train"]) + 8
+    assert {c.supervisions[0].speaker.split("+")[0] for c in synthetic} <= {"espeak:es", "espeak:es-419"}
+    assert {c.supervisions[0].language for c in synthetic} == {"Spanish"}
+    # no synthetic utterance says a dev or test prompt, and dev and test stay real
+    said = {sentence_key(c.supervisions[0].text) for c in synthetic}
+    assert said <= {sentence_key(s) for s in sentences[:4]}
+    for name in ("dev", "test"):
+        assert sorted(c.id for c in sets[name]) == sorted(c.id for c in plain[name])
+    assert stats["sets"]["train"]["engines"] == {"espeak": 8}
 
 
 # ------------------------------------------------------------------------- user import

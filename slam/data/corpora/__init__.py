@@ -5,6 +5,8 @@
 * ``audio/synth/*.wav``: what ``corpus.source`` synthesises: speech (16 kHz mono, silence
   trimmed, :mod:`.tts`), speech over parallel text with its translations (:mod:`.parallel`),
   sound scenes with several captions per clip (:mod:`.scenes`) or music (:mod:`.music`);
+  source ``asterisk`` takes one language's real prompts instead, split by text, and pads
+  their training part with synthetic speech (:mod:`.asterisk`);
 * ``train|dev|test.jsonl.gz``: the synthetic sets, split by a hash of the sentence;
 * ``<name>.jsonl.gz`` for every real set in ``corpus.real_sets`` (``CORPORA`` builders, e.g.
   ``asterisk_en``) and every ``corpus.user_manifests`` entry (a user set named ``train``,
@@ -32,7 +34,7 @@ import mlflow
 from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
-from slam.data.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_en, asterisk_fr)
+from slam.data.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_<lang>, the asterisk source)
 from slam.data.corpora import folk as _folk  # noqa: F401  (registers the folk source, folk_oneills)
 from slam.data.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
 from slam.data.corpora import parallel as _parallel  # noqa: F401  (registers the parallel source)
@@ -40,7 +42,7 @@ from slam.data.corpora import scenes as _scenes  # noqa: F401  (registers the sc
 from slam.data.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.data.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.data.corpora import user as _user  # noqa: F401  (registers user_manifest)
-from slam.data.corpora.base import CORPORA, SYNTHESIZERS, CorpusBuild
+from slam.data.corpora.base import CORPORA, REAL_SOURCES, SYNTHESIZERS, CorpusBuild
 from slam.data.corpora.channel import speed_share, telephone_share
 from slam.data.corpora.text import SPLITS, held_out_split
 from slam.data.corpora.validate import BadInputError, validate_cuts
@@ -102,7 +104,9 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
     set_stats: dict[str, dict[str, Any]] = {}
     stats: dict[str, Any] = {"sample_rate": c.sample_rate, "sets": set_stats}
 
-    synth_splits = [s for s in SPLITS if s not in c.user_manifests] if c.num_utterances > 0 else []
+    # a real source's splits are built even without synthetic utterances to pad them with
+    synthesised = c.num_utterances > 0 or c.source in REAL_SOURCES
+    synth_splits = [s for s in SPLITS if s not in c.user_manifests] if synthesised else []
     if synth_splits:
         synth, summary = SYNTHESIZERS.build(c.source, c, out / "audio" / "synth", synth_splits)
         stats["synthesis"] = summary

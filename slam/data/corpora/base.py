@@ -19,3 +19,6 @@ CORPORA: Registry[CorpusBuild] = Registry("corpus")
 # What ``corpus.source`` synthesises: ``(cfg, audio_dir, splits) -> (cuts per split, summary)``
 SynthesisBuild = tuple[dict[str, CutSet], dict[str, Any]]
 SYNTHESIZERS: Registry[SynthesisBuild] = Registry("corpus source")
+# sources whose splits are real recordings (``corpus.num_utterances`` only pads them with
+# synthetic ones): built even when it is 0
+REAL_SOURCES: set[str] = set()

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 LOCALE_DIR = Path("/usr/share/locale")
 TRANSLATION = "translation"  # the supervision's custom key of the translated text
 # ISO 639-1 -> the name Lhotse supervisions carry
-LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian"}
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
+                  "ru": "Russian"}  # fmt: skip
 # words of letters (any script's), joined by spaces, apostrophes, sentence punctuation or
 # single hyphens ("arrière-plan", not "--help")
 _SPEAKABLE = re.compile(r"^[^\W\d_]+(?:(?:[' ,.?!]+|-)[^\W\d_]+)*[ .?!]*$")

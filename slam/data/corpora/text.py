@@ -142,6 +142,7 @@ _ABBREVIATIONS = {
 _LEADING_APOSTROPHE = {"'em", "'tis", "'twas", "'cause", "'til"}
 _ALLOWED = re.compile(r"[A-Za-z ,.?!;'-]*")
 _WORD = re.compile(r"[A-Za-z]")
+_KEY_ASCII = frozenset("abcdefghijklmnopqrstuvwxyz0123456789'")  # what a sentence key keeps of ASCII
 
 
 def _to_ascii(text: str) -> str | None:
@@ -212,22 +213,34 @@ def normalize_sentence(text: str) -> str | None:
     return text[0].upper() + text[1:]
 
 
+def _other_script(ch: str) -> bool:
+    """A letter of a script other than Latin (Cyrillic, Greek, ...): a key keeps it whole.
+    Latin letters outside ASCII ("é") stay dropped as they always were, so the keys, splits and
+    word counts of English and French text are what they were before other scripts came."""
+    return ch.isalpha() and not ch.isascii() and not unicodedata.name(ch, "LATIN").startswith("LATIN")
+
+
 def count_words(text: str) -> int:
-    return sum(1 for token in text.split() if _WORD.search(token))
+    return sum(1 for token in text.split() if _WORD.search(token) or any(map(_other_script, token)))
 
 
 def sentence_key(text: str) -> str:
-    """Case- and punctuation-blind identity of a sentence (for dedup and the split hash)."""
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split())
+    """Case- and punctuation-blind identity of a sentence (for dedup and the split hash):
+    ASCII letters, digits and apostrophes, and the letters of non-Latin scripts."""
+    kept = (ch if ch in _KEY_ASCII or _other_script(ch) else " " for ch in text.lower())
+    return " ".join("".join(kept).split())
 
 
-def split_of(text: str, dev_fraction: float, test_fraction: float) -> str:
+def split_of(text: str, dev_fraction: float, test_fraction: float, seed: int | None = None) -> str:
     """``train``/``dev``/``test`` from a stable hash of the sentence (never Python's ``hash``).
 
-    Depends on the sentence only, not on the seed or the pool: the same sentence lands in the
-    same set on every run and machine, so no sentence ever crosses sets.
+    Depends on the sentence only (and ``seed``, if given), not on the pool: the same sentence
+    lands in the same set on every run and machine, so no sentence ever crosses sets. The
+    synthetic sentences take no seed; a real prompt set's split (slam.data.corpora.asterisk)
+    does, so another seed is another draw of its few hundred texts.
     """
-    return split_of_key(sentence_key(text), dev_fraction, test_fraction)
+    key = sentence_key(text)
+    return split_of_key(key if seed is None else f"{seed}:{key}", dev_fraction, test_fraction)
 
 
 def held_out_split(text: str, dev_fraction: float) -> str:

@@ -147,8 +147,8 @@ class _PerCallEngine(TtsEngine):
 
 @TTS_ENGINES.register("espeak")
 class EspeakEngine(_PerCallEngine):
-    """espeak-ng: 8 English accents or 3 French ones x voice variants (formant synthesis,
-    22.05 kHz)."""
+    """espeak-ng: 8 English accents, 3 French, 2 Spanish (Spain, Latin America), Italian or 2
+    Russian ones (Russia, Latvia) x voice variants (formant synthesis, 22.05 kHz)."""
 
     name = "espeak"
     binary = "espeak-ng"
@@ -157,6 +157,9 @@ class EspeakEngine(_PerCallEngine):
         "en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                "en-gb-x-gbcwmd", "en-029", "en-us-nyc"),
         "fr": ("fr-fr", "fr-be", "fr-ch"),
+        "es": ("es", "es-419"),
+        "it": ("it",),
+        "ru": ("ru", "ru-lv"),
     }  # fmt: skip
     languages = tuple(accents_of)
     # variant files of espeak-ng-data/voices/!v; the whisper ones are left out (no voicing)
