@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -85,12 +86,14 @@ def score_system(hyps_dir: Path, errors_dir: Path, score_rows: Callable[[str, li
     return results
 
 
-def wer_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
-    """WER against the set's transcripts (a cut without a hypothesis: all deletions)."""
+def wer_rows(cfg: SlamConfig, cer: bool = False) -> Callable[[str, list[dict]], dict]:
+    """WER (and with ``cer`` the character error rate) against the set's transcripts (a cut
+    without a hypothesis: all deletions)."""
     references = set_references(cfg, cut_text)
 
     def score_rows(set_name: str, rows: list[dict]) -> dict:
-        return score_wer(references(set_name, rows), {r["id"]: r["hyp"] for r in rows}, cfg.score.normalizer)
+        return score_wer(references(set_name, rows), {r["id"]: r["hyp"] for r in rows}, cfg.score.normalizer,
+                         cer=cer)  # fmt: skip
 
     return score_rows
 
@@ -128,17 +131,18 @@ def translation_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     return score_rows
 
 
-def results_table(metrics: dict, train: dict | None) -> str:
-    """Markdown: one row per system and decoding, one WER column per set."""
+def results_table(metrics: dict, train: dict | None, rates: tuple[str, ...] = ("wer",)) -> str:
+    """Markdown: one row per system and decoding, one column per set and error rate (WER, CER)."""
     sets = sorted({k.split(".", 1)[0] for system in metrics.values() for k in system})
-    lines = ["| system | decoding | " + " | ".join(f"WER {s} (%)" for s in sets) + " |",
-             "|---|---|" + "---|" * len(sets)]
+    columns = [(s, rate) for s in sets for rate in rates]
+    lines = ["| system | decoding | " + " | ".join(f"{rate.upper()} {s} (%)" for s, rate in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
     for system, results in metrics.items():
         for label in sorted({k.split(".", 1)[1] for k in results}, key=label_order):
             cells = []
-            for s in sets:
+            for s, rate in columns:
                 r = results.get(f"{s}.{label}")
-                cells.append(f"{100 * r['wer']:.1f}" if r else "missing")
+                cells.append(f"{100 * r[rate]:.1f}" if r else "missing")
             name, decoding = wer_system(system, label)
             lines.append(f"| {name} | {decoding} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + training_line(train)
@@ -214,6 +218,9 @@ class Scoring:
 
 
 WER_SCORING = Scoring(wer_rows, "whisper", ("wer",), results_table, ("wer", "WER (%)", 100))
+# recipe asr_lang: the character error rate beside the WER (the paper's Table IV gives CER for Thai)
+WER_CER_SCORING = Scoring(partial(wer_rows, cer=True), "whisper", ("wer", "cer"),
+                          partial(results_table, rates=("wer", "cer")), ("wer", "WER (%)", 100))  # fmt: skip
 CAPTION_SCORING = Scoring(caption_rows, "baseline", tuple(CAPTION_COLUMNS), captions_table,
                           ("cider_d", "CIDEr-D", 1))  # fmt: skip
 TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "transcript_wer"),

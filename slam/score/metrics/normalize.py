@@ -42,6 +42,31 @@ def _words_v1() -> Callable[[str], str]:
     return lambda text: " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
+# Whisper's basic normaliser (lower case, brackets, marks and symbols out), then every number
+# read out in the language (num2words: Whisper writes "Pulse 1" where the prompt says "uno"),
+# and the letters where typed transcripts and systems disagree folded: accents in the Latin
+# scripts (most of the Spanish prompts are typed without them: "numero", "contrasena"), ё in
+# Russian. The normaliser of profile lang (recipe asr_lang): spoken_<corpus.language>_v1.
+SPOKEN_LANGUAGES = ("en", "es", "fr", "it", "ru")
+
+
+def _spoken(language: str) -> Callable[[str], str]:
+    from num2words import num2words
+
+    basic = BasicTextNormalizer(remove_diacritics=language != "ru")
+
+    def normalize_spoken(text: str) -> str:
+        text = basic(text).replace("ё", "е")
+        text = re.sub(r"\d+", lambda m: f" {num2words(int(m.group(0)), lang=language)} ", text)
+        return basic(text)  # the words' own hyphens and commas ("vingt-et-un")
+
+    return normalize_spoken
+
+
+for _language in SPOKEN_LANGUAGES:
+    NORMALIZERS.register(f"spoken_{_language}_v1")(lambda language=_language: _spoken(language))
+
+
 @NORMALIZERS.register("none")
 def _none() -> Callable[[str], str]:
     return lambda text: " ".join(text.split())

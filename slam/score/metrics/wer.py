@@ -1,4 +1,4 @@
-"""Word error rate with jiwer, per set and per utterance."""
+"""Word (and character) error rate with jiwer, per set and per utterance."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import torch
 from slam.score.metrics.normalize import normalize
 
 
-def score_wer(refs: dict[str, str], hyps: dict[str, str], normalizer: str = "english_v1") -> dict:
-    """WER over the cuts of ``refs``; a cut with no hypothesis counts as all deletions.
+def score_wer(
+    refs: dict[str, str], hyps: dict[str, str], normalizer: str = "english_v1", cer: bool = False
+) -> dict:
+    """WER over the cuts of ``refs``; a cut with no hypothesis counts as all deletions. With
+    ``cer`` also the character error rate of the same normalised texts (spaces count as
+    characters, as jiwer counts them).
 
     Returns corpus-level counts and one row per utterance.
     """
     rows, totals = [], {"substitutions": 0, "deletions": 0, "insertions": 0, "ref_words": 0}
+    chars = {"char_errors": 0, "ref_chars": 0}
     for cut_id, ref_raw in refs.items():
         ref = normalize(ref_raw, normalizer)
         hyp = normalize(hyps.get(cut_id, ""), normalizer)
@@ -24,6 +29,13 @@ def score_wer(refs: dict[str, str], hyps: dict[str, str], normalizer: str = "eng
                "del": out.deletions, "ins": out.insertions, "ref_words": len(ref.split())}
         row["errors"] = row["sub"] + row["del"] + row["ins"]
         row["wer"] = row["errors"] / row["ref_words"]
+        if cer:
+            out = jiwer.process_characters(ref, hyp)
+            row["char_errors"] = out.substitutions + out.deletions + out.insertions
+            row["ref_chars"] = len(ref)
+            row["cer"] = row["char_errors"] / row["ref_chars"]
+            for key in chars:
+                chars[key] += row[key]
         rows.append(row)
         totals["substitutions"] += row["sub"]
         totals["deletions"] += row["del"]
@@ -32,6 +44,8 @@ def score_wer(refs: dict[str, str], hyps: dict[str, str], normalizer: str = "eng
     errors = totals["substitutions"] + totals["deletions"] + totals["insertions"]
     summary = {"wer": errors / max(totals["ref_words"], 1), "utterances": len(rows),
                "missing_hyps": sum(1 for c in refs if c not in hyps), **totals}
+    if cer:
+        summary.update(cer=chars["char_errors"] / max(chars["ref_chars"], 1), **chars)
     return {"summary": summary, "utterances": rows}
 
 
