@@ -18,6 +18,7 @@ from slam.config import to_config
 def compose_params(overrides: list[str] | None = None, config_dir: str | Path = "params") -> str:
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         cfg = compose(config_name="config", overrides=overrides or [])
+    OmegaConf.resolve(cfg)  # as DVC does: a profile's ${corpus.language} lands as its value
     to_config(cfg)  # fail here, naming the key, if the composition breaks the schema
     return OmegaConf.to_yaml(cfg)
 
