@@ -261,6 +261,9 @@ class DecodeConfig:
     # hypothesis it scores. Needs a model trained with a CTC head (train.ctc_weight or warm-up).
     ctc_weight: float = 0.0
     ctc_pre_beam: int = 8
+    # keyword boosting (slam.decode.keyword_boost): score added per token of a word of the row's
+    # keyword list when the batch carries lists (recipes asr_bias, asr_keywords); 0: off
+    keyword_bonus: float = 0.0
     # also write the CTC head's own best-path reading (<set>.ctc.jsonl): what the projector
     # hears before the LLM has its say (ASR recipes, models with a CTC head)
     ctc_greedy: bool = True

@@ -37,7 +37,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
     ``features(cut, epoch)``, when given, makes each row's input frames instead of the cache
     (zero-shot captioning: a caption's or a clip's vector in a joint audio-text space).
     ``answer_text(text)``, when given, rewrites a transcript answer (not a ``target``'s) as the
-    model is to write it (``train.answer_normalizer``).
+    model is to write it (``train.answer_normalizer``). ``keywords(cut)``, when given, is each
+    row's keyword list for decoding (``decode.keyword_bonus``); batches then carry ``keywords``.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         target: Callable[[Any, int, int], str] | None = None,
         features: Callable[[Any, int], torch.Tensor] | None = None,
         answer_text: Callable[[str], str] | None = None,
+        keywords: Callable[[Any], list[str]] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.encoder = encoder
@@ -55,6 +57,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         self.target = target
         self.features = features
         self.answer_text = answer_text
+        self.keywords = keywords
         self.epoch = 0  # set by the training loop: random training lists change every epoch
         self.step = 0  # set by the training loop: the speech-translation curriculum's stages
 
@@ -97,6 +100,8 @@ class AudioTextDataset(torch.utils.data.Dataset):
         }
         if self.instruction is not None:
             batch["instructions"] = [self.instruction(c, self.epoch, self.step) for c in cuts]
+        if self.keywords is not None:
+            batch["keywords"] = [self.keywords(c) for c in cuts]
         return batch
 
 

@@ -18,6 +18,8 @@ transformers ships a CTC prefix scorer over an outside model's logits, hence thi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import LogitsProcessor
 
@@ -42,12 +44,15 @@ class CTCPrefixScorer(LogitsProcessor):
         weight: float = 0.3,
         pre_beam: int = 8,
         num_beams: int = 1,
+        extra_candidates: Callable[[int, tuple[int, ...]], list[int]] | None = None,
     ) -> None:
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"decode.ctc_weight must be in (0, 1], got {weight}")
         self.log_probs = log_probs.float()
         self.lengths = lengths.long()
         self.weight, self.pre_beam, self.num_beams, self.eos_id = weight, pre_beam, num_beams, eos_id
+        # (row, prefix) -> more tokens to score (a keyword list's continuations: KeywordBoost)
+        self.extra_candidates = extra_candidates
         self.blank = log_probs.shape[-1] - 1
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
@@ -123,7 +128,9 @@ class CTCPrefixScorer(LogitsProcessor):
                 out[row] = llm[row]
                 continue
             # the end is always scored: CTC says when it is due
-            candidates = torch.cat([top[row], self.heard[sample], torch.tensor([self.eos_id])]).unique()
+            extra = self.extra_candidates(row, prefix) if self.extra_candidates else []
+            candidates = torch.cat([top[row], self.heard[sample], torch.tensor([self.eos_id, *extra],
+                                                                              dtype=torch.long)]).unique()
             r, psi, psi_prev = self.extend(sample, prefix, candidates)
             for i, token in enumerate(candidates.tolist()):
                 if token != self.eos_id:

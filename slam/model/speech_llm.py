@@ -36,6 +36,7 @@ from slam.config import (
 )
 from slam.data.augment import EncoderOutputMasking
 from slam.decode.ctc_prefix import CTCPrefixScorer
+from slam.decode.keyword_boost import KeywordBoost, word_variants
 from slam.model.encoders import AudioEncoder, build_encoder
 from slam.model.llms import build_llm
 from slam.model.projectors import Projector, build_projector, load_projector, save_projector
@@ -389,7 +390,8 @@ class SpeechLLM(nn.Module):
                 batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
                 num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
                 instructions=batch.get("instructions"), ctc_weight=decode.ctc_weight,
-                ctc_pre_beam=decode.ctc_pre_beam,
+                ctc_pre_beam=decode.ctc_pre_beam, keywords=batch.get("keywords"),
+                keyword_bonus=decode.keyword_bonus,
             )  # fmt: skip
 
     @torch.no_grad()
@@ -403,17 +405,28 @@ class SpeechLLM(nn.Module):
         instructions: list[str] | None = None,
         ctc_weight: float = 0.0,
         ctc_pre_beam: int = 8,
+        keywords: list[list[str]] | None = None,
+        keyword_bonus: float = 0.0,
     ) -> list[str]:
         """Greedy or beam search; ``ctc_weight > 0`` adds the CTC head's prefix scores to the
-        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`)."""
+        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`); ``keywords`` (a list per
+        row) with ``keyword_bonus > 0`` rewards writing their words
+        (:mod:`slam.decode.keyword_boost`)."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         processors = LogitsProcessorList()
+        boost = None
+        if keywords is not None and keyword_bonus > 0:
+            boost = KeywordBoost([word_variants(self.tokenizer, words) for words in keywords],
+                                 keyword_bonus, num_beams)  # fmt: skip
         log_probs = self.ctc_log_probs(audio) if ctc_weight > 0 or self.reads_ctc_head else None
         if ctc_weight > 0:
             processors.append(CTCPrefixScorer(
                 log_probs.cpu(), audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
+                extra_candidates=boost.continuations if boost else None,
             ))  # fmt: skip
+        if boost:  # after the CTC scorer, whose candidates it adds to
+            processors.append(boost)
         prompts = self.row_prompts(instructions, audio.shape[0])
         llm_audio = self.llm_audio(audio, audio_lengths, log_probs)
         embeds, mask, _ = self.assemble(*llm_audio, left_pad=True, prompts=prompts)

@@ -27,6 +27,7 @@ from slam.tasks.biasing import (
     filters_lists,
     format_prompt,
     prepare_decoding,
+    prompt_entries,
     training_lists,
 )
 from slam.tasks.ctc_filter import save_ctc_head, train_ctc_head
@@ -71,6 +72,7 @@ class ContextualBiasing(SpeechRecognition):
         manifests = cfg.cache.dir if use_cache else cfg.corpus.dir
         sets = prepare_decoding(cfg, sets, dataset, assets, device, manifests, self.keyword_lists(cfg))
         dataset.instruction = decode_instruction(cfg.bias)
+        dataset.keywords = prompt_entries  # the prompt's list, for decode.keyword_bonus
         return sets
 
     def keyword_lists(self, cfg: SlamConfig) -> KeywordLists | None:

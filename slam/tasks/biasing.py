@@ -209,9 +209,14 @@ def prompt_list(condition: Condition, record: dict[str, Any], cfg: BiasConfig) -
     return entries
 
 
+def prompt_entries(cut: Any) -> list[str]:
+    """The list a decode condition attached to the cut."""
+    return cut.custom[KEYWORDS]
+
+
 def cut_instruction(cfg: BiasConfig, cut: Any, epoch: int = 0, step: int = 0) -> str:
     """A decode row's instruction: the list its condition attached to the cut."""
-    return format_prompt(cfg, cut.custom[KEYWORDS])
+    return format_prompt(cfg, prompt_entries(cut))
 
 
 def lists_path(decode_dir: str | Path, set_name: str) -> Path:

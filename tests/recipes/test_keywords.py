@@ -74,6 +74,20 @@ def test_keywords_train_decode_score(tiny_cfg, pinned):
         assert set(record["rare"]) <= set(entries) and record["prompts"]["none"] == []
         assert len(entries) <= len(record["rare"]) + 2
 
+    # keyword boosting: each listed row's hypothesis now begins a word of its list (written as
+    # the LLM would: lower case or capitalised, with or without a space); unlisted rows as before
+    before = {h["id"]: h["hyp"] for h in read_hyps(hyps_dir / "test.none.beam1.jsonl")}
+    lists = {r["id"]: r["prompts"]["keywords"] for r in read_lists(hyps_dir, "test").values()}
+    cfg.decode.keyword_bonus = 50.0
+    decode(cfg)
+    assert {h["id"]: h["hyp"] for h in read_hyps(hyps_dir / "test.none.beam1.jsonl")} == before
+    for h in read_hyps(hyps_dir / "test.keywords.beam1.jsonl"):
+        forms = [f for w in lists[h["id"]] for f in (w.lower(), " " + w.lower())]
+        assert h["hyp"].strip() and lists[h["id"]]
+        assert any(f.startswith(h["hyp"].lower()) for f in forms), (h["hyp"], lists[h["id"]])
+    cfg.decode.keyword_bonus = 0.0
+    decode(cfg)
+
     score(cfg)
     table = json.loads((Path(cfg.score.dir) / "asr_keywords" / "biasing.json").read_text())["test.beam1"]
     assert set(table) == {"whisper", "none", "keywords", "gt"}
