@@ -212,6 +212,11 @@ class TrainConfig:
     # of unknown length; decaying from the start can end the run before that happens.
     decay_fraction: float = 0.3
     min_lr_ratio: float = 0.1
+    # Warm restarts: at each of these steps the rate goes back to its peak, and the schedule
+    # before it is the one a run stopped there would have had (a constant rate, then decay over
+    # the last decay_fraction of the steps so far): the schedule of a run resumed with more
+    # max_steps (metrics/experiments JOIN2000: [1000] at 2000 steps). []: one decay, at the end
+    lr_restarts: list[int] = field(default_factory=list)
     max_grad_norm: float = 1.0
     # Auxiliary CTC loss on the projector outputs against the transcript tokens, scored with
     # the LLM's own (frozen) input embeddings plus a learned blank. It pulls the projected audio
@@ -467,7 +472,8 @@ NON_NEGATIVE = Range(0)  # 0 means off / none
 FRACTION = Range(0, 1)
 
 DECODE_RANGES: dict[str, Range] = {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,
-                                   "ctc_weight": FRACTION, "ctc_pre_beam": COUNT}  # fmt: skip
+                                   "ctc_weight": FRACTION, "ctc_pre_beam": COUNT,
+                                   "keyword_bonus": NON_NEGATIVE}  # fmt: skip
 # Every numeric setting's valid values, by section class (baseline's extends decode's);
 # a list setting's entries are checked one by one. test_hostile_inputs keeps it complete.
 RANGES: dict[type, dict[str, Range]] = {
@@ -492,7 +498,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "encoder_layers": Range(-1),  # -1: all, 0: frozen
         "max_duration": POSITIVE, "num_buckets": COUNT, "max_steps": COUNT, "grad_accum": COUNT,
         "lr": POSITIVE, "lora_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
-        "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "max_grad_norm": POSITIVE,
+        "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "lr_restarts": COUNT, "max_grad_norm": POSITIVE,
         "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
         "ctc_warmup_max_duration": POSITIVE, "spec_time_masks": NON_NEGATIVE, "spec_time_width": COUNT,
         "spec_time_fraction": FRACTION, "spec_feature_masks": NON_NEGATIVE, "spec_feature_width": COUNT,

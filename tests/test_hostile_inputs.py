@@ -149,11 +149,13 @@ def test_generated_out_of_range_values_name_key_value_and_range(composed, case) 
         ("decode.batch_size=0", "decode.batch_size: 0 is out of range (must be >= 1)"),
         ("decode.num_beams=[1,0]", "decode.num_beams: 0 is out of range (must be >= 1)"),
         ("decode.ctc_weight=1.5", "decode.ctc_weight: 1.5 is out of range (must be [0, 1])"),
+        ("decode.keyword_bonus=-1", "decode.keyword_bonus: -1.0 is out of range (must be >= 0)"),
+        ("train.lr_restarts=[0]", "train.lr_restarts: 0 is out of range (must be >= 1)"),
         ("corpus.dev_fraction=2", "corpus.dev_fraction: 2.0 is out of range (must be [0, 1])"),
         ("caption.lr=-1", "caption.lr: -1.0 is out of range (must be > 0)"),
         ("bias.ctc_lr=0", "bias.ctc_lr: 0.0 is out of range (must be > 0)"),
         ("train.answer_normalizer=lowercase", "train.answer_normalizer: unknown normalizer 'lowercase' "
-                                              "(known: basic_v1, english_v1, none, words_v1)"),
+                                              "(known: basic_v1, english_v1, none, spoken_en_v1, "),
         ("score.normalizer=english", "score.normalizer: unknown normalizer 'english'"),
     ],
 )

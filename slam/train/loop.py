@@ -7,6 +7,7 @@ clipping), periodic dev evaluation and checkpoints, and the final trained assets
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import dataclasses
@@ -84,8 +85,9 @@ def run_key(cfg: SlamConfig) -> str:
     train = dataclasses.asdict(cfg.train)
     for k in ("eval_every", "checkpoint_every", "log_every", "dev_max_cuts", "dir", "keep_best"):
         train.pop(k)
-    if not train["init_from"]:  # from scratch: the key runs had before the setting existed
-        train.pop("init_from")
+    for unset in ("init_from", "lr_restarts"):  # off: the key runs had before the setting existed
+        if not train[unset]:
+            train.pop(unset)
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
         "projector": dataclasses.asdict(cfg.projector),
@@ -101,18 +103,27 @@ def run_key(cfg: SlamConfig) -> str:
 
 
 def lr_lambda(cfg: SlamConfig):
-    """Linear warmup, constant, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``."""
+    """Linear warmup, constant, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``;
+    each of ``lr_restarts`` ends a segment so (its decay over the last ``decay_fraction`` of the
+    steps up to it) and sends the rate back to its peak."""
     tc = cfg.train
     if not 0 <= tc.decay_fraction <= 1:
         raise ValueError(f"train.decay_fraction must be in [0, 1], got {tc.decay_fraction}")
-    decay_start = max(tc.warmup_steps, int(tc.max_steps * (1 - tc.decay_fraction)))
+    restarts = list(tc.lr_restarts)
+    if restarts != sorted(set(restarts)) or any(not 0 < r < tc.max_steps for r in restarts):
+        raise ValueError(f"train.lr_restarts must be increasing steps between 0 and train.max_steps "
+                         f"({tc.max_steps}), got {restarts}")  # fmt: skip
+    starts, ends = [0, *restarts], [*restarts, tc.max_steps]
 
     def factor(step: int) -> float:
         if step < tc.warmup_steps:
             return (step + 1) / tc.warmup_steps
+        segment = bisect.bisect_right(restarts, step)
+        end = ends[segment]
+        decay_start = max(tc.warmup_steps, starts[segment], int(end * (1 - tc.decay_fraction)))
         if step < decay_start:
             return 1.0
-        progress = min(1.0, (step - decay_start) / max(1, tc.max_steps - decay_start))
+        progress = min(1.0, (step - decay_start) / max(1, end - decay_start))
         return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor

@@ -398,3 +398,32 @@ def test_init_from_starts_from_a_trained_model_and_keys_its_weights(tiny_cfg, tm
     other.train.init_from = str(tmp_path / "no-model")
     with pytest.raises(ConfigError, match="train.init_from: .*no-model is not a trained model directory"):
         train(other)
+
+
+def test_lr_restarts_follow_a_run_resumed_with_more_steps(tiny_cfg):
+    """``train.lr_restarts``: a run of 2000 steps restarting at 1000 follows a 1000-step run's
+    schedule to step 1000, then the schedule a 2000-step run has from there (what resuming the
+    1000-step run with ``max_steps=2000`` gave JOIN2000); bad steps are named."""
+    import copy
+
+    from slam.train.loop import lr_lambda, run_key
+
+    tc = tiny_cfg.train
+    tc.warmup_steps, tc.decay_fraction, tc.min_lr_ratio = 50, 0.3, 0.1
+    tc.max_steps = 1000
+    short = lr_lambda(tiny_cfg)
+    tc.max_steps = 2000
+    long = lr_lambda(tiny_cfg)
+    plain_key = run_key(tiny_cfg)
+    tc.lr_restarts = [1000]
+    restarted = lr_lambda(tiny_cfg)
+    assert [restarted(s) for s in range(1000)] == [short(s) for s in range(1000)]
+    assert [restarted(s) for s in range(1000, 2001)] == [long(s) for s in range(1000, 2001)]
+    assert restarted(999) == pytest.approx(0.1, abs=1e-3) and restarted(1000) == restarted(1399) == 1.0
+    assert restarted(2000) == pytest.approx(0.1)
+    assert run_key(tiny_cfg) != plain_key  # another schedule: another run
+    for bad in ([1000, 1000], [1500, 1000], [0], [2000]):
+        cfg = copy.deepcopy(tiny_cfg)
+        cfg.train.lr_restarts = bad
+        with pytest.raises(ValueError, match="train.lr_restarts"):
+            lr_lambda(cfg)
