@@ -74,12 +74,11 @@ class KeywordBoost(LogitsProcessor):
                     out.add(seq[k])
         return sorted(out)
 
-    def gain(self, row: int, prefix: tuple[int, ...], token: int) -> float:
-        """The score change of appending ``token``: potential difference plus completions."""
-        extended = prefix + (token,)
+    def potential(self, row: int, extended: tuple[int, ...]) -> float:
+        """What a hypothesis ending in ``extended`` holds: its open match's depth plus the
+        length of a listed sequence it has just completed, in bonus units."""
         ends = (len(s) for s in self._sample(row) if extended[len(extended) - len(s):] == s)
-        completed = max(ends, default=0)
-        return self.bonus * (self.depth(row, extended) - self.depth(row, prefix) + completed)
+        return self.bonus * (self.depth(row, extended) + max(ends, default=0))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.bonus == 0:
@@ -90,8 +89,7 @@ class KeywordBoost(LogitsProcessor):
                 continue
             prefix = tuple(int(t) for t in input_ids[row].tolist())
             tokens = self.continuations(row, prefix)
-            gains = torch.tensor([self.gain(row, prefix, t) for t in tokens], dtype=scores.dtype)
-            refund = self.bonus * self.depth(row, prefix)  # every other token breaks the match
-            scores[row] -= refund
-            scores[row, tokens] += gains.to(scores.device) + refund
+            held = torch.tensor([self.potential(row, prefix + (t,)) for t in tokens], dtype=scores.dtype)
+            scores[row] -= self.bonus * self.depth(row, prefix)  # any token gives the open match back ...
+            scores[row, tokens] += held.to(scores.device)  # ... and a continuation earns its new potential
         return scores
