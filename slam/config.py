@@ -63,6 +63,9 @@ class CorpusConfig:
     # (the catalogs below, /usr/share/locale/<language>/LC_MESSAGES/<name>.mo) or a TSV path
     translation_language: str = ""
     parallel_text: str = "gettext"
+    # source codeswitch (recipe asr_codeswitch): the share of a Mandarin sentence's terms with
+    # an English counterpart that are said in English (slam.data.corpora.codeswitch)
+    switch_rate: float = 0.5
     catalogs: list[str] = field(default_factory=list)
     num_utterances: int = 3000  # total over train/dev/test (clips, for scenes)
     dev_fraction: float = 0.05
@@ -485,6 +488,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
         "short_utterances": NON_NEGATIVE,
+        "switch_rate": Range(0, 1, low_open=True),  # 0 would switch nothing: no code-switched corpus
     },
     EncoderConfig: {"layer": Range(1, special=(-1,)), "context_seconds": NON_NEGATIVE},  # -1: the last
     ProjectorConfig: {

@@ -155,7 +155,7 @@ def test_generated_out_of_range_values_name_key_value_and_range(composed, case) 
         ("caption.lr=-1", "caption.lr: -1.0 is out of range (must be > 0)"),
         ("bias.ctc_lr=0", "bias.ctc_lr: 0.0 is out of range (must be > 0)"),
         ("train.answer_normalizer=lowercase", "train.answer_normalizer: unknown normalizer 'lowercase' "
-                                              "(known: basic_v1, english_v1, none, spoken_en_v1, "),
+                                              "(known: basic_v1, english_v1, mixed_zh_v1, none, "),
         ("score.normalizer=english", "score.normalizer: unknown normalizer 'english'"),
     ],
 )

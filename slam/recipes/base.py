@@ -56,6 +56,9 @@ class Recipe:
     # joint CTC/LLM decoding (``decode.ctc_weight``) applies.
     joint_ctc_decoding: ClassVar[bool] = False
     whisper_task: ClassVar[str] = "transcribe"  # what the Whisper baseline is asked to do
+    # the dev error rate that keeps the best checkpoint (slam.score.metrics.TRANSCRIPT_SCORERS;
+    # logged as dev_wer whatever it is)
+    error_rate: ClassVar[str] = "wer"
 
     def for_config(self, cfg: SlamConfig) -> Recipe:
         """The variant other keys select (e.g. ``aac`` with ``caption.zero_shot``)."""

@@ -21,7 +21,7 @@ from slam.data.corpora.validate import BadInputError
 from slam.data.cuts import cut_text, load_cuts
 from slam.decode.hyps import RUN_FILE, decoding_name, label_order, read_hyps, wer_system
 from slam.recipes import recipe_of
-from slam.score.metrics import score_translation, score_wer
+from slam.score.metrics import score_mer, score_translation, score_wer
 from slam.score.metrics.captions import score_captions
 from slam.score.metrics.reports import report_metrics, run_reports
 from slam.tasks.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
@@ -86,14 +86,17 @@ def score_system(hyps_dir: Path, errors_dir: Path, score_rows: Callable[[str, li
     return results
 
 
-def wer_rows(cfg: SlamConfig, cer: bool = False) -> Callable[[str, list[dict]], dict]:
-    """WER (and with ``cer`` the character error rate) against the set's transcripts (a cut
-    without a hypothesis: all deletions)."""
+def wer_rows(cfg: SlamConfig, cer: bool = False, mixed: bool = False) -> Callable[[str, list[dict]], dict]:
+    """WER (with ``cer`` the character error rate too; with ``mixed`` MER instead, with its
+    Chinese CER and English WER) against the set's transcripts (a cut without a hypothesis:
+    all deletions)."""
     references = set_references(cfg, cut_text)
 
     def score_rows(set_name: str, rows: list[dict]) -> dict:
-        return score_wer(references(set_name, rows), {r["id"]: r["hyp"] for r in rows}, cfg.score.normalizer,
-                         cer=cer)  # fmt: skip
+        refs, hyps = references(set_name, rows), {r["id"]: r["hyp"] for r in rows}
+        if mixed:
+            return score_mer(refs, hyps, cfg.score.normalizer)
+        return score_wer(refs, hyps, cfg.score.normalizer, cer=cer)
 
     return score_rows
 
@@ -131,18 +134,22 @@ def translation_rows(cfg: SlamConfig) -> Callable[[str, list[dict]], dict]:
     return score_rows
 
 
+RATE_HEADINGS = {"zh_cer": "CER (zh)", "en_wer": "WER (en)"}  # the others: their key in capitals
+
+
 def results_table(metrics: dict, train: dict | None, rates: tuple[str, ...] = ("wer",)) -> str:
     """Markdown: one row per system and decoding, one column per set and error rate (WER, CER)."""
     sets = sorted({k.split(".", 1)[0] for system in metrics.values() for k in system})
     columns = [(s, rate) for s in sets for rate in rates]
-    lines = ["| system | decoding | " + " | ".join(f"{rate.upper()} {s} (%)" for s, rate in columns) + " |",
+    lines = ["| system | decoding | " + " | ".join(f"{RATE_HEADINGS.get(rate, rate.upper())} {s} (%)"
+                                                for s, rate in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for system, results in metrics.items():
         for label in sorted({k.split(".", 1)[1] for k in results}, key=label_order):
             cells = []
             for s, rate in columns:
                 r = results.get(f"{s}.{label}")
-                cells.append(f"{100 * r[rate]:.1f}" if r else "missing")
+                cells.append("missing" if not r else "—" if r.get(rate) is None else f"{100 * r[rate]:.1f}")
             name, decoding = wer_system(system, label)
             lines.append(f"| {name} | {decoding} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + training_line(train)
@@ -221,6 +228,10 @@ WER_SCORING = Scoring(wer_rows, "whisper", ("wer",), results_table, ("wer", "WER
 # recipe asr_lang: the character error rate beside the WER (the paper's Table IV gives CER for Thai)
 WER_CER_SCORING = Scoring(partial(wer_rows, cer=True), "whisper", ("wer", "cer"),
                           partial(results_table, rates=("wer", "cer")), ("wer", "WER (%)", 100))  # fmt: skip
+# recipe asr_codeswitch: MER, and each language's part apart (the paper's Table V)
+_MER_RATES = ("mer", "zh_cer", "en_wer")
+MER_SCORING = Scoring(partial(wer_rows, mixed=True), "whisper", _MER_RATES,
+                      partial(results_table, rates=_MER_RATES), ("mer", "MER (%)", 100))  # fmt: skip
 CAPTION_SCORING = Scoring(caption_rows, "baseline", tuple(CAPTION_COLUMNS), captions_table,
                           ("cider_d", "CIDEr-D", 1))  # fmt: skip
 TRANSLATION_SCORING = Scoring(translation_rows, "whisper", ("bleu", "chrf", "transcript_wer"),

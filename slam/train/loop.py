@@ -50,7 +50,7 @@ from slam.model.speech_llm import (
 )
 from slam.model.tuning import uses_cache
 from slam.recipes import Recipe, recipe_of
-from slam.score.metrics import score_wer
+from slam.score.metrics import error_rate
 from slam.score.metrics.normalize import normalize
 from slam.track.tracking import start_run
 from slam.train.distributed import (
@@ -358,7 +358,7 @@ def evaluate(
             texts = unwrap(model).transcribe_batch(batch, cfg.runtime, cfg.decode)
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
-        result["dev_wer"] = score_wer(refs, hyps, cfg.score.normalizer)["summary"]["wer"]
+        result["dev_wer"] = error_rate(recipe_of(cfg).error_rate, refs, hyps, cfg.score.normalizer)
     model.train()
     return result
 

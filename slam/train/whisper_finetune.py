@@ -39,7 +39,7 @@ from slam.data.cuts import AudioTextDataset, batches_of, cut_text
 from slam.decode.hyps import FINETUNED, RUN_FILE, write_hyps
 from slam.model.speech_llm import IGNORE_INDEX
 from slam.recipes import recipe_of
-from slam.score.metrics import score_wer
+from slam.score.metrics import error_rate
 from slam.track.tracking import start_run
 from slam.utils import atomic_write_json, autocast, seed_everything, setup_runtime
 
@@ -132,8 +132,12 @@ def transcribe_cached(
     for batch_cuts in batches_of(cuts, cfg.baseline.batch_size):
         batch = dataset[batch_cuts]
         with autocast(cfg.runtime, device):
+            # one window, one call: cached outputs are short-form, and without it a timestamp
+            # token in the output sends transformers seeking on through input features there
+            # are none of (it fails cutting them out of the batch)
             ids = model.generate(encoder_outputs=encoder_outputs(batch, device), num_beams=1,
-                                 max_new_tokens=cfg.baseline.max_new_tokens, **prompt.generate)  # fmt: skip
+                                 max_new_tokens=cfg.baseline.max_new_tokens, force_unique_generate_call=True,
+                                 **prompt.generate)  # fmt: skip
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         hyps.update(zip(batch["ids"], (t.strip() for t in texts)))
     model.train(was_training)
@@ -142,9 +146,10 @@ def transcribe_cached(
 
 def dev_wer(model: WhisperForConditionalGeneration, tokenizer: PreTrainedTokenizerBase, cuts: CutSet,
             prompt: Prompting, cfg: SlamConfig, device: torch.device) -> float:  # fmt: skip
-    """Greedy WER on ``cuts``, normalised as the score stage does."""
+    """Greedy WER (the recipe's error rate) on ``cuts``, normalised as the score stage does."""
     hyps = transcribe_cached(model, tokenizer, cuts, prompt, cfg, device)
-    return score_wer({c.id: cut_text(c) for c in cuts}, hyps, cfg.score.normalizer)["summary"]["wer"]
+    refs = {c.id: cut_text(c) for c in cuts}
+    return error_rate(recipe_of(cfg).error_rate, refs, hyps, cfg.score.normalizer)
 
 
 def decoder_parameters(model: WhisperForConditionalGeneration) -> dict[str, torch.nn.Parameter]:

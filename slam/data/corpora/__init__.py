@@ -35,6 +35,7 @@ from lhotse import CutSet
 
 from slam.config import ConfigError, SlamConfig
 from slam.data.corpora import asterisk as _asterisk  # noqa: F401  (registers asterisk_<lang>, the asterisk source)
+from slam.data.corpora import codeswitch as _codeswitch  # noqa: F401  (registers the codeswitch source)
 from slam.data.corpora import folk as _folk  # noqa: F401  (registers the folk source, folk_oneills)
 from slam.data.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
 from slam.data.corpora import parallel as _parallel  # noqa: F401  (registers the parallel source)

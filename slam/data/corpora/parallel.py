@@ -16,7 +16,7 @@ import gettext
 import logging
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ LOCALE_DIR = Path("/usr/share/locale")
 TRANSLATION = "translation"  # the supervision's custom key of the translated text
 # ISO 639-1 -> the name Lhotse supervisions carry
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
-                  "ru": "Russian"}  # fmt: skip
+                  "ru": "Russian", "zh": "Chinese"}  # fmt: skip
 # words of letters (any script's), joined by spaces, apostrophes, sentence punctuation or
 # single hyphens ("arrière-plan", not "--help")
 _SPEAKABLE = re.compile(r"^[^\W\d_]+(?:(?:[' ,.?!]+|-)[^\W\d_]+)*[ .?!]*$")
@@ -48,10 +48,13 @@ def speakable(text: str) -> bool:
 
 
 def gettext_pairs(
-    language: str, catalogs: Iterable[str], locale_dir: Path = LOCALE_DIR
-) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    language: str, catalogs: Iterable[str], locale_dir: Path = LOCALE_DIR,
+    keep_translation: Callable[[str], bool] = speakable,
+) -> tuple[list[tuple[str, str]], dict[str, int]]:  # fmt: skip
     """``(translated message, English message)`` pairs of the named catalogs, and how many
-    each gave (a catalog missing on this machine gives 0 and a warning)."""
+    each gave (a catalog missing on this machine gives 0 and a warning). ``language`` is the
+    locale folder's name ("fr", "zh_CN"); ``keep_translation`` filters the translated side
+    (the English side must be :func:`speakable`)."""
     pairs, counts = [], {}
     for domain in catalogs:
         path = locale_dir / language / "LC_MESSAGES" / f"{domain}.mo"
@@ -66,7 +69,7 @@ def gettext_pairs(
             if not isinstance(english, str) or not english or not isinstance(translated, str):
                 continue  # the header, plural forms
             english, translated = (t.strip().replace("\u2019", "'") for t in (english, translated))
-            if translated.lower() != english.lower() and speakable(english) and speakable(translated):
+            if translated.lower() != english.lower() and speakable(english) and keep_translation(translated):
                 pairs.append((translated, english))
         counts[domain] = len(pairs) - before
     return pairs, counts

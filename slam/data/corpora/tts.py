@@ -147,8 +147,8 @@ class _PerCallEngine(TtsEngine):
 
 @TTS_ENGINES.register("espeak")
 class EspeakEngine(_PerCallEngine):
-    """espeak-ng: 8 English accents, 3 French, 2 Spanish (Spain, Latin America), Italian or 2
-    Russian ones (Russia, Latvia) x voice variants (formant synthesis, 22.05 kHz)."""
+    """espeak-ng: 8 English accents, 3 French, 2 Spanish (Spain, Latin America), Italian, 2
+    Russian ones (Russia, Latvia) or Mandarin x voice variants (formant synthesis, 22.05 kHz)."""
 
     name = "espeak"
     binary = "espeak-ng"
@@ -160,6 +160,7 @@ class EspeakEngine(_PerCallEngine):
         "es": ("es", "es-419"),
         "it": ("it",),
         "ru": ("ru", "ru-lv"),
+        "zh": ("cmn",),  # Mandarin; it says Latin-script words in English (code-switching)
     }  # fmt: skip
     languages = tuple(accents_of)
     # variant files of espeak-ng-data/voices/!v; the whisper ones are left out (no voicing)

@@ -67,6 +67,17 @@ for _language in SPOKEN_LANGUAGES:
     NORMALIZERS.register(f"spoken_{_language}_v1")(lambda language=_language: _spoken(language))
 
 
+@NORMALIZERS.register("mixed_zh_v1")
+def _mixed_zh_v1() -> Callable[[str], str]:
+    # Mandarin with English words (recipe asr_codeswitch): Whisper's basic normaliser (lower
+    # case, marks out), then traditional characters folded into simplified ones (OpenCC's t2s
+    # table): the references are simplified, Whisper writes Mandarin in either script
+    from opencc import OpenCC
+
+    basic, to_simplified = BasicTextNormalizer(), OpenCC("t2s")
+    return lambda text: to_simplified.convert(basic(text))
+
+
 @NORMALIZERS.register("none")
 def _none() -> Callable[[str], str]:
     return lambda text: " ".join(text.split())
