@@ -25,6 +25,7 @@ from slam.score.metrics import score_mer, score_translation, score_wer
 from slam.score.metrics.captions import score_captions
 from slam.score.metrics.reports import report_metrics, run_reports
 from slam.tasks.captioning import MOST_FREQUENT, REFINE, RETRIEVAL, captions_of
+from slam.tasks.style import CLASSIFIER
 from slam.tasks.translation import CASCADE, MMT_GOLD, split_output, translation_of
 from slam.track.plots import learning_curve, score_bars
 from slam.track.records import RECORD_PATH_TAG, RECORDS_DIR, export_record
@@ -36,6 +37,7 @@ T = TypeVar("T")
 
 # recipe aac: hypothesis label (after the set name) -> system
 CAPTION_SYSTEMS = {REFINE: "LLM-based + CLAP-Refine", RETRIEVAL: "nearest training caption (contrastive)",
+                   CLASSIFIER: "style classifier -> template caption",
                    MOST_FREQUENT: "most frequent training caption"}  # fmt: skip
 # the results table's caption columns: summary key -> heading
 CAPTION_COLUMNS = {"bleu_1": "BLEU-1", "bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L",

@@ -127,7 +127,7 @@ def test_scenes_source_and_an_unknown_source(tmp_path):
     stats = json.loads((tmp_path / "corpus" / "stats.json").read_text())
     assert stats["sets"]["train"]["source"] == "scenes" and stats["synthesis"]["clips"] == 40
     cfg.corpus.source = "midi"
-    with pytest.raises(UnknownComponentError, match="unknown corpus source 'midi'.*scenes, tts"):
+    with pytest.raises(UnknownComponentError, match="unknown corpus source 'midi'.*scenes, styles, tts"):
         prepare_corpus(cfg)
 
 

@@ -40,6 +40,7 @@ from slam.data.corpora import folk as _folk  # noqa: F401  (registers the folk s
 from slam.data.corpora import music as _music  # noqa: F401  (registers the music source, music_timgm)
 from slam.data.corpora import parallel as _parallel  # noqa: F401  (registers the parallel source)
 from slam.data.corpora import scenes as _scenes  # noqa: F401  (registers the scenes source)
+from slam.data.corpora import styles as _styles  # noqa: F401  (registers the styles source)
 from slam.data.corpora import tts as _tts  # noqa: F401  (registers the tts source)
 from slam.data.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tuxpaint)
 from slam.data.corpora import user as _user  # noqa: F401  (registers user_manifest)

@@ -61,6 +61,7 @@ class RenderJob:
     speed: float = 1.0
     pitch: float = 0.0
     held_out: bool = False  # a voice no training utterance uses
+    word_gap: int = 0  # espeak's pause between words, in 10 ms (source styles: long pauses)
 
     @property
     def speaker(self) -> str:
@@ -196,7 +197,9 @@ class EspeakEngine(_PerCallEngine):
 
     def command(self, job: RenderJob, out: Path) -> list[str]:
         wpm = str(round(self.normal_wpm * job.speed))
-        return [self.binary, "-v", job.voice, "-s", wpm, "-p", str(int(job.pitch)), "-w", str(out), job.text]
+        gap = ["-g", str(job.word_gap)] if job.word_gap else []
+        pitch = str(int(job.pitch))
+        return [self.binary, "-v", job.voice, "-s", wpm, "-p", pitch, *gap, "-w", str(out), job.text]
 
 
 @TTS_ENGINES.register("flite")

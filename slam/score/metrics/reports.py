@@ -74,6 +74,37 @@ def mer_report(cfg: SlamConfig, metrics_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+@REPORTS.register("style")
+def style_report(cfg: SlamConfig, metrics_dir: Path) -> str:
+    """Recipe style_caption: each system's captions read back into style attributes
+    (slam.data.corpora.styles.said_style) and scored per attribute against the clip's style
+    (``style.json``); "all" is the share of clips with every attribute right."""
+    from slam.data.corpora.styles import ATTRIBUTES, said_style, style_of  # lazy: pulls in the corpora
+    from slam.data.cuts import load_cuts
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    truth: dict[str, dict] = {}
+    for system, directory in {"llm": Path(cfg.decode.dir), "baseline": Path(cfg.baseline.dir)}.items():
+        for path in sorted(directory.glob("*.jsonl")) if directory.exists() else []:
+            set_name = path.name.split(".")[0]
+            if set_name not in truth:
+                truth[set_name] = {c.id: style_of(c) for c in load_cuts(cfg.corpus.dir, set_name)}
+            said = {r["id"]: said_style(r["hyp"]) for r in _read_hyps(path)}
+            right = {name: [said.get(i, {}).get(name) == getattr(s, name) for i, s in truth[set_name].items()]
+                     for name in ATTRIBUTES}  # fmt: skip
+            scores = {name: sum(hits) / max(len(hits), 1) for name, hits in right.items()}
+            scores["all"] = sum(all(hits) for hits in zip(*right.values())) / max(len(truth[set_name]), 1)
+            results.setdefault(system, {})[path.name.removesuffix(".jsonl")] = scores
+    atomic_write_json(metrics_dir / "style.json", results)
+    names = [*ATTRIBUTES, "all"]
+    lines = ["", "## Style attributes stated right (%)", "",
+             "| system | hypotheses | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for system, files in results.items():
+        for name, scores in files.items():
+            lines.append(f"| {system} | {name} | " + " | ".join(_pct(scores[n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 @REPORTS.register("biasing")
 def biasing_report(cfg: SlamConfig, metrics_dir: Path) -> str:
     """The Table VII analogue of recipe ``asr_bias`` (``biasing.json``): per test set and
