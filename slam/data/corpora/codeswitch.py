@@ -17,7 +17,6 @@ Chinese character, each English word.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -89,12 +88,6 @@ def english_share(text: str) -> float:
     return sum(not CJK.fullmatch(u) for u in units) / max(len(units), 1)
 
 
-def _sentence_rng(sentence: str, seed: int) -> random.Random:
-    # a stable draw per sentence (Python's hash is salted per process)
-    digest = hashlib.sha256(f"{seed}:{sentence}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def codeswitch_pool(
     cfg: CorpusConfig, pairs: list[tuple[str, str]]
 ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -104,7 +97,7 @@ def codeswitch_pool(
     originals = sorted({chinese for chinese, _ in pairs if SENTENCE.match(chinese)})
     pool: dict[str, str] = {}
     for original in originals:
-        switched = code_switch(original, lexicon, cfg.switch_rate, _sentence_rng(original, cfg.seed))
+        switched = code_switch(original, lexicon, cfg.switch_rate, text_mod.stable_rng(cfg.seed, original))
         if switched != original and cfg.min_words <= len(mixed_units(switched)) <= cfg.max_words:
             pool.setdefault(switched, original)
     order = sorted(pool)

@@ -145,11 +145,6 @@ def style_of(cut: Any) -> Style:
 
 
 # -------------------------------------------------------------------------------- synthesis
-def _clip_rng(text: str, index: int, seed: int) -> random.Random:
-    digest = hashlib.sha256(f"{seed}:{index}:{text}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def plan_styles(
     sentences: dict[str, list[str]], voices: list[str], seed: int
 ) -> list[tuple[RenderJob, Style]]:
@@ -157,7 +152,7 @@ def plan_styles(
     planned = []
     for split, texts in sentences.items():
         for index, text in enumerate(texts):
-            rng = _clip_rng(text, index, seed)
+            rng = text_mod.stable_rng(seed, index, text)
             style = draw_style(rng)
             variants = [v for v in voices if v.split("+", 1)[1] in VARIANTS[style.sex]]
             if not variants:
@@ -190,8 +185,8 @@ def synthesize_styles(cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str])
         for cut in cuts[split]:
             style = styles[cut.id]
             sup = cut.supervisions[0]
-            sup.custom = {**(sup.custom or {}), STYLE: asdict(style),
-                          "captions": style_captions(style, _clip_rng(sup.text, -1, cfg.seed))}  # fmt: skip
+            captions = style_captions(style, text_mod.stable_rng(cfg.seed, -1, sup.text))
+            sup.custom = {**(sup.custom or {}), STYLE: asdict(style), "captions": captions}
     failed = Counter(job.split for job, _ in planned if job.id in report.failed)
     summary = {"pool_sentences": len(pool), "utterances": len(report.done), "failed": len(report.failed),
                "failed_by_split": dict(failed), "audio_hours": round(report.audio_seconds / 3600, 4),

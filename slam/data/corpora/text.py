@@ -231,6 +231,13 @@ def sentence_key(text: str) -> str:
     return " ".join("".join(kept).split())
 
 
+def stable_rng(*parts: object) -> random.Random:
+    """A generator seeded by a hash of ``parts`` (Python's ``hash`` is salted per process): the
+    same draws for the same sentence and seed on every run and machine, whatever the order."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
 def split_of(text: str, dev_fraction: float, test_fraction: float, seed: int | None = None) -> str:
     """``train``/``dev``/``test`` from a stable hash of the sentence (never Python's ``hash``).
 
