@@ -188,6 +188,9 @@ class TrainConfig:
     # Encoder layers to fine-tune, counted from the top (0: frozen, -1: all). A training
     # encoder cannot be cached, so the cache stage steps aside and the encoder runs in the step.
     encoder_layers: int = 0
+    # their learning rate: pretrained weights move at a fraction of the adapters' rate (Whisper's
+    # own fine-tuning uses 1e-5, baseline.finetune_lr)
+    encoder_lr: float = 5.0e-5
     prompt: str = "Transcribe the audio."
     # The transcripts the model learns to write: "" as the corpus has them (case, punctuation),
     # or through a normaliser of slam.score.metrics.normalize (e.g. "words_v1": lower case, no
@@ -501,7 +504,7 @@ RANGES: dict[type, dict[str, Range]] = {
     TrainConfig: {
         "encoder_layers": Range(-1),  # -1: all, 0: frozen
         "max_duration": POSITIVE, "num_buckets": COUNT, "max_steps": COUNT, "grad_accum": COUNT,
-        "lr": POSITIVE, "lora_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
+        "lr": POSITIVE, "lora_lr": POSITIVE, "encoder_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
         "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "lr_restarts": COUNT, "max_grad_norm": POSITIVE,
         "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
         "ctc_warmup_max_duration": POSITIVE, "spec_time_masks": NON_NEGATIVE, "spec_time_width": COUNT,

@@ -133,11 +133,15 @@ def make_optimizer(model: SpeechLLM, cfg: SlamConfig) -> torch.optim.Optimizer:
     projector = [p for p in model.projector.parameters() if p.requires_grad]
     if model.ctc_blank is not None:
         projector.append(model.ctc_blank)
-    projector_ids = {id(p) for p in projector}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in projector_ids]
+    # the encoder's opened layers are pretrained weights, not adapters: a rate of their own
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad] if model.encoder is not None else []
+    taken = {id(p) for p in projector + encoder}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [{"params": projector, "lr": cfg.train.lr}]
     if others:
         groups.append({"params": others, "lr": cfg.train.lora_lr})
+    if encoder:
+        groups.append({"params": encoder, "lr": cfg.train.encoder_lr})
     return torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
 
 

@@ -18,7 +18,7 @@ from slam.decode.inference import EXPORT_MARKER, export_merged, load_trained
 from slam.decode.stage import decode
 from slam.model.speech_llm import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
 from slam.registry import UnknownComponentError
-from slam.train.loop import MODEL, train
+from slam.train.loop import MODEL, make_optimizer, train
 
 
 def _dev_loss(cfg, model) -> float:
@@ -119,6 +119,18 @@ def test_top_encoder_layers_train_without_cache(tiny_cfg):
         torch.testing.assert_close(dict(trained.encoder.named_parameters())[name], value)
     decode(tiny_cfg)  # reads audio, runs the tuned encoder
     assert len(read_hyps(Path(tiny_cfg.decode.dir) / "test.beam1.jsonl")) == 4
+
+
+def test_opened_encoder_layers_get_their_own_rate(tiny_cfg):
+    tiny_cfg.train.encoder_layers = 1
+    tiny_cfg.train.encoder_lr = 3e-6
+    model = build_speech_llm(tiny_cfg)
+    groups = make_optimizer(model, tiny_cfg).param_groups
+    by_rate = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    encoder = {id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert by_rate[3e-6] == encoder  # the pretrained layers, and nothing else, at encoder_lr
+    assert by_rate[tiny_cfg.train.lora_lr].isdisjoint(encoder)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
 
 
 def test_bad_encoder_layers_is_named(tiny_cfg):
