@@ -504,7 +504,8 @@ RANGES: dict[type, dict[str, Range]] = {
     TrainConfig: {
         "encoder_layers": Range(-1),  # -1: all, 0: frozen
         "max_duration": POSITIVE, "num_buckets": COUNT, "max_steps": COUNT, "grad_accum": COUNT,
-        "lr": POSITIVE, "lora_lr": POSITIVE, "encoder_lr": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
+        "lr": POSITIVE, "lora_lr": POSITIVE, "encoder_lr": POSITIVE, "weight_decay": NON_NEGATIVE,
+        "warmup_steps": NON_NEGATIVE,
         "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "lr_restarts": COUNT, "max_grad_norm": POSITIVE,
         "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
         "ctc_warmup_max_duration": POSITIVE, "spec_time_masks": NON_NEGATIVE, "spec_time_width": COUNT,
