@@ -133,8 +133,11 @@ def make_optimizer(model: SpeechLLM, cfg: SlamConfig) -> torch.optim.Optimizer:
     projector = [p for p in model.projector.parameters() if p.requires_grad]
     if model.ctc_blank is not None:
         projector.append(model.ctc_blank)
-    # the encoder's opened layers are pretrained weights, not adapters: a rate of their own
-    encoder = [p for p in model.encoder.parameters() if p.requires_grad] if model.encoder is not None else []
+    # the encoder's opened layers are pretrained weights, not adapters: a rate of their own (its
+    # new layer-mixing weights, if any, are not pretrained and stay with the adapters)
+    opened = [p for p in model.encoder.parameters() if p.requires_grad] if model.encoder is not None else []
+    mixing = getattr(model.encoder, "layer_weights", None)
+    encoder = [p for p in opened if p is not mixing]
     taken = {id(p) for p in projector + encoder}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [{"params": projector, "lr": cfg.train.lr}]
