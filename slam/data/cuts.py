@@ -81,10 +81,7 @@ class AudioTextDataset(torch.utils.data.Dataset):
         elif self.encoder is None:
             feats = [torch.from_numpy(c.load_custom(ENCODER_OUT)).float() for c in cuts]
         else:
-            window = self.encoder.window_seconds
-            for c in cuts:  # the last guard: callers drop such cuts first (drop_too_long)
-                if problem := too_long(c, window):
-                    raise BadInputError(problem)
+            # a cut past the encoder's window is cut there by it (callers decide first: fit_window)
             feats = [self.encoder.load_input(c) for c in cuts]
         inputs, lengths = pad_features(feats)
         texts = [self.target(c, self.epoch, self.step) if self.target else self.transcript(c) for c in cuts]
@@ -113,28 +110,35 @@ def too_long(cut: Any, window: float | None) -> str | None:
             f"{window:g} s window (it would be cut short)")
 
 
-def drop_too_long(
-    cuts: CutSet, window: float | None, skip_bad: bool, what: str,
-    hint: str = "or set corpus.skip_bad=true to skip such cuts",
-) -> tuple[CutSet, int]:
-    """The cuts the encoder hears whole, and how many were left out. A longer cut raises
-    :class:`BadInputError` naming its file and length (``what``: where it is, ``hint``: the
-    way out), or with ``skip_bad`` is logged and left out."""
+def fit_window(cuts: CutSet, window: float | None, what: str, on_long: str) -> tuple[CutSet, int]:
+    """The cuts for an encoder that hears at most ``window`` seconds, and how many were longer.
+
+    ``on_long`` says what happens to a longer cut: ``"truncate"`` keeps it, logged (the encoder
+    hears its first ``window`` seconds: what the cache stage stores, so a stage treats such a
+    cut alike with and without the cache); ``"skip"`` leaves it out, logged; ``"error"`` raises
+    :class:`BadInputError` naming its file and length (``what``: where it is)."""
+    if on_long not in ("truncate", "skip", "error"):
+        raise ValueError(f"on_long must be truncate, skip or error, got {on_long!r}")
     if window is None:
         return cuts, 0
-    kept, skipped = [], 0
+    kept, longer = [], 0
     for cut in cuts:
         problem = too_long(cut, window)
         if problem is None:
             kept.append(cut)
-        elif not skip_bad:
-            raise BadInputError(f"{problem}, in {what}; split it into shorter pieces {hint}".rstrip())
+            continue
+        if on_long == "error":
+            raise BadInputError(f"{problem}, in {what}; split it into shorter pieces")
+        longer += 1
+        if on_long == "truncate":
+            log.warning("keeping it cut at the window: %s (%s)", problem, what)
+            kept.append(cut)
         else:
             log.warning("skipping: %s (%s)", problem, what)
-            skipped += 1
-    if skipped:
-        log.warning("%s: skipped %d cuts longer than the encoder's %g s window", what, skipped, window)
-    return CutSet.from_cuts(kept), skipped
+    if longer:
+        log.warning("%s: %d cuts longer than the encoder's %g s window %s", what, longer, window,
+                    "kept, cut at the window" if on_long == "truncate" else "skipped")
+    return CutSet.from_cuts(kept), longer
 
 
 def batches_of(cuts: CutSet, size: int) -> Iterable[CutSet]:

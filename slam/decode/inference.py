@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from slam.config import SlamConfig, as_dict
 from slam.data.corpora.validate import short_error, validate_cuts
-from slam.data.cuts import AudioTextDataset, batches_of, cut_text, drop_too_long
+from slam.data.cuts import AudioTextDataset, batches_of, cut_text, fit_window
 from slam.model.projectors import save_projector
 from slam.model.speech_llm import ASSETS_INFO, ENCODER_WEIGHTS, SpeechLLM, UntrustedModelError, trained_config  # noqa: F401
 from slam.utils import atomic_dir, atomic_write_text
@@ -130,7 +130,9 @@ def transcribe(
 
     A cut longer than the encoder's window is an error naming its file and length, before any
     decoding; with ``skip_bad`` it is left out (logged) instead."""
-    cuts, _ = drop_too_long(cuts, model.encoder.window_seconds, skip_bad, "the inputs", hint="")
+    # a user's file past the window would lose its end unseen: named, not cut (unlike a stage's
+    # evaluation set, whose cache cuts it and counts it)
+    cuts, _ = fit_window(cuts, model.encoder.window_seconds, "the inputs", "skip" if skip_bad else "error")
     dataset = AudioTextDataset(model.tokenizer, model.encoder)
     rows = []
     for batch_cuts in tqdm(list(batches_of(cuts, batch_size)), desc="transcribe", unit="batch"):

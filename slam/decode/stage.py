@@ -28,7 +28,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from slam.config import ConfigError, DecodeConfig, SlamConfig, as_dict
 from slam.data.cache import cache_key, load_cached_cuts
-from slam.data.cuts import AudioTextDataset, batches_of, cut_text, drop_too_long, load_cuts
+from slam.data.cuts import AudioTextDataset, batches_of, cut_text, fit_window, load_cuts
 from slam.decode.hyps import CTC_READING, RUN_FILE, write_hyps
 from slam.model.speech_llm import ASSETS_INFO, MODEL, build_speech_llm, load_assets
 from slam.recipes import recipe_of
@@ -208,10 +208,10 @@ def decode(cfg: SlamConfig) -> dict:
 
 def within_window(cfg: SlamConfig, names: list[str], window: float | None) -> dict[str, CutSet]:
     """The corpus sets ``names`` for an encoder that reads audio: a cut longer than its
-    ``window`` is an error naming it or, with ``corpus.skip_bad``, left out (the score stage
-    then counts it as missing)."""
-    return {name: drop_too_long(load_cuts(cfg.corpus.dir, name), window, cfg.corpus.skip_bad,
-                                f"set {name}")[0] for name in names}  # fmt: skip
+    ``window`` is kept, logged, and heard up to the window, as the cache stage stores it (so a
+    model decodes the same cuts with and without the cache)."""
+    return {name: fit_window(load_cuts(cfg.corpus.dir, name), window, f"set {name}", "truncate")[0]
+            for name in names}  # fmt: skip
 
 
 def ctc_readings(cfg: SlamConfig, sets: dict[str, CutSet], dataset: AudioTextDataset, model) -> None:

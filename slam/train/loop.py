@@ -38,7 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from slam.config import RuntimeConfig, SlamConfig
 from slam.data.cache import checked_dev_set, load_cached_cuts
-from slam.data.cuts import AudioTextDataset, batches_of, drop_too_long, load_cuts
+from slam.data.cuts import AudioTextDataset, batches_of, fit_window, load_cuts
 from slam.model.ctc import fit_ctc
 from slam.model.speech_llm import (
     MODEL,
@@ -394,21 +394,21 @@ def _model_and_cuts(
     cfg: SlamConfig, recipe: Recipe, use_cache: bool
 ) -> tuple[SpeechLLM, CutSet, CutSet, dict[str, int]]:
     """A fresh model and the train and dev cuts it reads: cached encoder outputs, or audio
-    (then cuts longer than the encoder's window are an error, or with ``corpus.skip_bad`` left
-    out and counted per set in the last item)."""
+    (then cuts longer than the encoder's window are kept, heard up to it as the cache stage
+    stores them, and counted per set in the last item)."""
     dev_set = checked_dev_set(cfg, cfg.cache.dir if use_cache else cfg.corpus.dir)
     if use_cache:
         model = build_speech_llm(cfg, encoder_dim=recipe.llm_input_dim(cfg))
         return model, load_cached_cuts(cfg, "train"), load_cached_cuts(cfg, dev_set), {}
     model = build_speech_llm(cfg, with_encoder=True)
-    window = model.encoder.window_seconds  # longer audio would be cut short in the step
-    sets, skipped = {}, {}
+    window = model.encoder.window_seconds  # longer audio is cut short in the step
+    sets, truncated = {}, {}
     for name in ("train", dev_set):
         cuts = load_cuts(cfg.corpus.dir, name)
-        sets[name], n = drop_too_long(cuts, window, cfg.corpus.skip_bad, f"set {name}")
+        sets[name], n = fit_window(cuts, window, f"set {name}", "truncate")
         if n:
-            skipped[name] = n
-    return model, sets["train"], sets[dev_set], skipped
+            truncated[name] = n
+    return model, sets["train"], sets[dev_set], truncated
 
 
 
@@ -432,7 +432,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     key = run_key(cfg)
     recipe = recipe_of(cfg)
     use_cache = uses_cache(cfg)
-    model, train_cuts, dev_cuts, skipped_too_long = _model_and_cuts(cfg, recipe, use_cache)
+    model, train_cuts, dev_cuts, truncated = _model_and_cuts(cfg, recipe, use_cache)
     init_digest = init_from_trained(model, cfg) if cfg.train.init_from else None
     if init_digest:
         log.info("starting from %s (weights %s)", cfg.train.init_from, init_digest)
@@ -502,8 +502,8 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
                    **{f"ctc_warmup_{k}": v for k, v in state.get("ctc_warmup", {}).items()},
                    "train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                    **final_dev}
-        if skipped_too_long:  # cuts longer than the encoder's window, left out (corpus.skip_bad)
-            summary["skipped_too_long"] = skipped_too_long
+        if truncated:  # cuts longer than the encoder's window, kept cut at it (as the cache stores them)
+            summary["truncated_too_long"] = truncated
         if "best_step" in state and cfg.train.keep_best:  # the model saved below is this step
             summary["best_step"] = best["step"] if best else state["step"]
             summary["best_dev_wer"] = best["dev_wer"] if best else final_dev.get("dev_wer")

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from lhotse import Recording
-from transformers import ASTFeatureExtractor, AutoModel
+from lhotse import CutSet, Recording
+from transformers import ASTFeatureExtractor, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from slam.compose import compose_params
@@ -248,16 +248,30 @@ def test_sequence_wise_flags_follow_the_family():
     assert math.isclose(ENCODERS.get("whisper")._native_frame_rate, 50.0)
 
 
-def test_fixed_window_encoders_declare_it_so_long_audio_is_named_not_cut(paths, tmp_path):
+def test_fixed_window_encoders_declare_it_so_long_audio_is_named_skipped_or_cut(paths, tiny_models, tmp_path):
     """Whisper, CLAP and AST cut audio past their window: each says how long it is, so the
-    data side names (or skips) a longer clip; the others take any length."""
+    data side names, skips or keeps (cut, as the cache stores it) a longer clip; the others
+    take any length. Whisper's in-step input of a clip past 30 s is the window's."""
     from slam.data.corpora.validate import BadInputError
-    from slam.data.cuts import drop_too_long
+    from slam.data.cuts import AudioTextDataset, fit_window
 
     windows = {name: load(paths, name).window_seconds for name in ("whisper", "clap", "clap_frames", "ast")}
     assert windows == {"whisper": 30.0, "clap": 2.0, "clap_frames": 2.0, "ast": 3.0}
     assert all(load(paths, name).window_seconds is None for name in ("hubert", "mert"))
     sf.write(tmp_path / "long.wav", noise(3.0, 16000), 16000)
     long = Recording.from_file(tmp_path / "long.wav").to_cut()
+    short = Recording.from_file(tmp_path / "long.wav").to_cut().truncate(duration=1.0)
     with pytest.raises(BadInputError, match="long.wav: cut .* is 3.0 s long"):
-        drop_too_long([long], windows["clap"], False, "set test")
+        fit_window([short, long], windows["clap"], "set test", "error")
+    kept, n = fit_window([short, long], windows["clap"], "set test", "skip")
+    assert [c.id for c in kept] == [short.id] and n == 1
+    kept, n = fit_window([short, long], windows["clap"], "set test", "truncate")
+    assert [c.id for c in kept] == [short.id, long.id] and n == 1
+    assert fit_window([long], None, "set test", "error")[1] == 0
+
+    whisper = load(paths, "whisper")
+    sf.write(tmp_path / "past.wav", noise(31.0, 16000), 16000)
+    past = Recording.from_file(tmp_path / "past.wav").to_cut()
+    dataset = AudioTextDataset(AutoTokenizer.from_pretrained(tiny_models["llm"]), whisper)
+    batch = dataset[CutSet.from_cuts([past])]
+    assert batch["inputs"].shape[1] == 3000  # 30 s of 10 ms frames: what the cache would encode

@@ -42,7 +42,7 @@ class AudioEncoder(nn.Module):
     _native_sequence_wise: bool = False
     takes_context_padding: bool = False  # honours ``encoder.context_seconds``
     # Seconds of audio the encoder hears whole at most (None: any length). Longer audio would
-    # be cut short: the data side checks it first (slam.data.cuts.drop_too_long).
+    # be cut short: the data side decides first (slam.data.cuts.fit_window).
     window_seconds: float | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
