@@ -6,7 +6,8 @@
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
 LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
-models trained on other corpora are scored on the same cuts) and prints one JSON line each,
+models trained on other corpora are scored on the same cuts; a model whose encoder trained
+reads the audio of ``--corpus`` instead, default its own corpus) and prints one JSON line each,
 with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
 each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
 
@@ -31,7 +32,9 @@ from slam.data.corpora.text import held_out_split
 from slam.data.cuts import AudioTextDataset, batches_of
 from slam.decode.hyps import write_hyps
 from slam.decode.inference import trained_config
+from slam.decode.stage import within_window
 from slam.model.speech_llm import build_speech_llm, load_assets
+from slam.model.tuning import encoder_trains
 from slam.score.metrics import score_wer
 from slam.score.metrics.reports import duration_bucket
 from slam.train.loop import load_trainable
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("settings", nargs="+")
     parser.add_argument("--dev-cache", help="cache dir whose dev set is decoded (default: the model's)")
     parser.add_argument("--set", default="dev", help="the cached set to decode (default dev)")
+    parser.add_argument("--corpus", help="corpus dir whose set is decoded by a model whose encoder trained")
     parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
     parser.add_argument("--hyps", type=Path, help="write each setting's hypotheses into this folder")
     parser.add_argument("--max-new-tokens", type=int, help="instead of the model's decode.max_new_tokens")
@@ -73,16 +77,25 @@ def main() -> None:
     if args.max_new_tokens:
         cfg.decode.max_new_tokens = args.max_new_tokens
     device = setup_runtime(cfg.runtime)
-    model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
+    reads_audio = encoder_trains(cfg)  # no cache: the encoder runs on the audio
+    if reads_audio:
+        model = build_speech_llm(cfg, with_encoder=True)
+    else:
+        model = build_speech_llm(cfg, encoder_dim=cache_dim(cfg))
     if checkpoint:
         load_trainable(args.model, model)
     else:
         load_assets(model, args.model)
     model.to(device).eval()
-    dataset = AudioTextDataset(model.tokenizer)
+    dataset = AudioTextDataset(model.tokenizer, model.encoder if reads_audio else None)
     dev_cfg = copy.deepcopy(cfg)
     dev_cfg.cache.dir = args.dev_cache or cfg.cache.dir
-    cuts = load_cached_cuts(dev_cfg, args.set).subset(first=args.cuts)
+    dev_cfg.corpus.dir = args.corpus or cfg.corpus.dir
+    if reads_audio:
+        cuts = within_window(dev_cfg, [args.set], model.encoder.window_seconds)[args.set]
+        cuts = cuts.subset(first=args.cuts)
+    else:
+        cuts = load_cached_cuts(dev_cfg, args.set).subset(first=args.cuts)
     bucket = {cut.id: duration_bucket(cut.duration) for cut in cuts}
     half = {cut.id: held_out_split(cut.supervisions[0].text, 0.5) for cut in cuts}
     for setting in args.settings:
@@ -90,7 +103,8 @@ def main() -> None:
         for batch_cuts in batches_of(cuts, cfg.decode.batch_size):
             batch = dataset[batch_cuts]
             if setting == "ctc":
-                texts = model.ctc_greedy(batch["inputs"].to(device), batch["lengths"].to(device))
+                texts = model.ctc_greedy(batch["inputs"].to(device), batch["lengths"].to(device),
+                                         encoded=batch["encoded"])
             else:
                 beams, decode = parse_setting(setting, cfg.decode)
                 texts = model.transcribe_batch(batch, cfg.runtime, decode, beams)
