@@ -151,9 +151,10 @@ def build_cache(cfg: SlamConfig) -> dict:
     # Until this run ends the cache is unfinished: no info.json, so that nothing reads a mix
     # of an older run's sets and this one's.
     (cache_dir / INFO).unlink(missing_ok=True)
-    if encoder_trains(cfg):
-        # The encoder trains, so its outputs change every step: nothing to cache. The stage
-        # still writes its info so that DVC has an output and the reason is on record.
+    if encoder_trains(cfg) and cfg.baseline.finetune_minutes <= 0:
+        # The encoder trains, so its outputs change every step: nothing for training to cache
+        # (the fine-tuned Whisper baseline still reads the frozen encoder's). The stage still
+        # writes its info so that DVC has an output and the reason is on record.
         info = {"encoder": dataclasses.asdict(cfg.encoder), "skipped": "the encoder trains", "sets": {}}
         atomic_write_json(cache_dir / INFO, info)
         log.info("encoder fine-tuning is on (train.encoder_layers / layer weighting): no cache")

@@ -259,8 +259,7 @@ def check_finetunable(cfg: SlamConfig) -> None:
     info_path = Path(cfg.cache.dir) / INFO
     if info_path.exists() and "skipped" in (info := json.loads(info_path.read_text())):
         raise ConfigError(f"{key}: fine-tuning reads the encoder cache, which the cache stage skipped "
-                          f"({info['skipped']}): set train.encoder_layers=0 and "
-                          "encoder.layer_weighting=false")  # fmt: skip
+                          f"({info['skipped']}): rerun it with this baseline.finetune_minutes")  # fmt: skip
 
 
 def clear_finetuned(out_dir: Path) -> None:

@@ -17,8 +17,10 @@ from slam.decode.hyps import read_hyps
 from slam.decode.inference import EXPORT_MARKER, export_merged, load_trained
 from slam.decode.stage import decode
 from slam.model.speech_llm import ENCODER_WEIGHTS, FULL_LLM_DIR, SpeechLLM, build_speech_llm
+from slam.model.tuning import uses_cache
 from slam.registry import UnknownComponentError
 from slam.train.loop import MODEL, make_optimizer, train
+from slam.train.whisper_finetune import check_finetunable
 
 
 def _dev_loss(cfg, model) -> float:
@@ -119,6 +121,15 @@ def test_top_encoder_layers_train_without_cache(tiny_cfg):
         torch.testing.assert_close(dict(trained.encoder.named_parameters())[name], value)
     decode(tiny_cfg)  # reads audio, runs the tuned encoder
     assert len(read_hyps(Path(tiny_cfg.decode.dir) / "test.beam1.jsonl")) == 4
+
+
+def test_the_finetuned_whisper_baseline_keeps_the_cache_when_the_encoder_trains(tiny_cfg):
+    tiny_cfg.train.encoder_layers = 1  # training reads audio ...
+    tiny_cfg.baseline.finetune_minutes = 1.0  # ... the fine-tuned Whisper row reads the cache
+    info = build_cache(tiny_cfg)
+    assert "skipped" not in info and set(info["sets"]) >= {"train", "dev", "test"}
+    assert not uses_cache(tiny_cfg)
+    check_finetunable(tiny_cfg)  # no ConfigError
 
 
 def test_opened_encoder_layers_get_their_own_rate(tiny_cfg):

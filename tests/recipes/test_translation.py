@@ -171,6 +171,10 @@ def test_st_recipe_end_to_end(tiny_cfg, tmp_path, pinned):
     cfg.train.max_steps, cfg.train.ctc_weight, cfg.train.num_buckets = 5, 0.0, 2
     cfg.decode.max_new_tokens = 6
     cfg.score.normalizer = "basic_v1"
+    cfg.corpus.join_fraction = 0.5  # joined sentences would have no translation: named, not a KeyError
+    with pytest.raises(ValueError, match="corpus.join_fraction=0.5"):
+        prepare_corpus(cfg)
+    cfg.corpus.join_fraction = 0.0
     sets = prepare_corpus(cfg)
     for cut in sets["test"]:  # French speech with its English translation
         sup = cut.supervisions[0]

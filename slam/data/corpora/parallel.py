@@ -118,6 +118,9 @@ def synthesize_parallel(cfg: CorpusConfig, audio_dir: Path, splits: Iterable[str
     crosses sets) -> cuts with their translations."""
     if not cfg.translation_language:
         raise ValueError("corpus.source parallel needs corpus.translation_language (e.g. 'en')")
+    if cfg.join_fraction > 0:  # a joined utterance's text has no translation in the pool
+        raise ValueError(f"corpus.join_fraction={cfg.join_fraction}: corpus.source parallel reads one "
+                         "sentence per utterance; set corpus.join_fraction=0")  # fmt: skip
     splits = [s for s in text_mod.SPLITS if s in set(splits)]
     pool, sources = parallel_pool(cfg)
     language = LANGUAGE_NAMES.get(cfg.language, cfg.language)
