@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from slam.data.cache import cache_dim
+from slam.score.metrics import error_rate
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +60,11 @@ class Recipe:
     # the dev error rate that keeps the best checkpoint (slam.score.metrics.TRANSCRIPT_SCORERS;
     # logged as dev_wer whatever it is)
     error_rate: ClassVar[str] = "wer"
+
+    def dev_error(self, cfg: SlamConfig, answers: dict[str, str], hyps: dict[str, str]) -> float:
+        """What the kept checkpoint is best by: the error of free-running ``hyps`` against the
+        dev ``answers`` (the training targets, by cut id); lower is better."""
+        return error_rate(self.error_rate, answers, hyps, cfg.score.normalizer)
 
     def for_config(self, cfg: SlamConfig) -> Recipe:
         """The variant other keys select (e.g. ``aac`` with ``caption.zero_shot``)."""

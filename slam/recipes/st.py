@@ -23,6 +23,7 @@ from slam.model.speech_llm import SpeechLLM
 from slam.recipes import RECIPES
 from slam.recipes.asr import whisper_baseline
 from slam.recipes.base import Recipe, TrainingRows, Transcribe
+from slam.score.metrics import score_translation
 from slam.score.stage import TRANSLATION_SCORING, Scoring
 from slam.tasks.translation import (
     CASCADE,
@@ -45,6 +46,18 @@ class SpeechTranslation(Recipe):
 
     def run_key(self, cfg: SlamConfig) -> dict[str, Any]:
         return {"st": dataclasses.asdict(cfg.st)}
+
+    def dev_error(self, cfg: SlamConfig, answers: dict[str, str], hyps: dict[str, str]) -> float:
+        """1 - BLEU / 100 of the translations (the part after the target tag), so that the kept
+        checkpoint is the one with the best dev BLEU. Before the curriculum's SRT stage the
+        answers hold no translation and every checkpoint scores 1."""
+        target = cfg.corpus.translation_language
+        refs = {i: split_output(a, target) for i, a in answers.items()}
+        refs = {i: translation for i, (transcript, translation) in refs.items() if transcript is not None}
+        if not refs:
+            return 1.0
+        translations = {i: split_output(hyps[i], target)[1] for i in refs}
+        return 1.0 - score_translation(refs, translations)["summary"]["bleu"] / 100
 
     def default_instruction(self, cfg: SlamConfig) -> str:
         return srt_instruction(cfg)  # the chain of thought: transcript, then translation

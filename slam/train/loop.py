@@ -50,7 +50,6 @@ from slam.model.speech_llm import (
 )
 from slam.model.tuning import uses_cache
 from slam.recipes import Recipe, recipe_of
-from slam.score.metrics import error_rate
 from slam.score.metrics.normalize import normalize
 from slam.track.tracking import start_run
 from slam.train.distributed import (
@@ -365,7 +364,7 @@ def evaluate(
             texts = unwrap(model).transcribe_batch(batch, cfg.runtime, cfg.decode)
             hyps.update(zip(batch["ids"], texts))
             refs.update(zip(batch["ids"], batch["texts"]))
-        result["dev_wer"] = error_rate(recipe_of(cfg).error_rate, refs, hyps, cfg.score.normalizer)
+        result["dev_wer"] = recipe_of(cfg).dev_error(cfg, refs, hyps)
     model.train()
     return result
 

@@ -28,6 +28,24 @@ def _cut(cut_id: str, text: str, translation: str) -> MonoCut:
     return MonoCut(id=cut_id, start=0.0, duration=1.0, channel=0, supervisions=[sup])
 
 
+def test_checkpoints_are_kept_by_dev_bleu_of_the_translation_part(tiny_cfg):
+    from slam.recipes import recipe_of
+
+    tiny_cfg.recipe, tiny_cfg.corpus.translation_language = "st", "en"
+    recipe = recipe_of(tiny_cfg)
+    refs = {"a": "Il pleut. <|en|>It has been raining since this morning.",
+            "b": "Le chat dort. <|en|>The cat sleeps on the warm bed."}  # fmt: skip
+    # a wrong transcript costs nothing: BLEU reads the translation
+    right = {"a": "Il pleu. <|en|>It has been raining since this morning.",
+             "b": "Le cha dort. <|en|>The cat sleeps on the warm bed."}  # fmt: skip
+    assert recipe.dev_error(tiny_cfg, refs, right) == pytest.approx(0.0)
+    half = {**right, "b": "Le chat dort. <|en|>A dog runs in the park."}
+    assert 0.2 < recipe.dev_error(tiny_cfg, refs, half) < 0.9
+    assert recipe.dev_error(tiny_cfg, refs, {"a": "Il pleut.", "b": "Le chat dort."}) > 0.9  # no translation
+    # the curriculum's ASR stage: answers without a translation, every checkpoint alike
+    assert recipe.dev_error(tiny_cfg, {"a": "Il pleut."}, {"a": "Il pleut."}) == 1.0
+
+
 def test_table_x_prompts_answers_and_how_outputs_split():
     assert instruction("asr", "fr", "en") == "<|fr|>"
     assert instruction("srt", "fr", "en") == "<|en|>"
@@ -181,8 +199,9 @@ def test_st_recipe_end_to_end(tiny_cfg, tmp_path, pinned):
         assert sup.language == "French" and sup.custom[TRANSLATION] == dict(pairs)[sup.text]
         assert sup.speaker.startswith("espeak:fr-")  # flite speaks no French: skipped
     build_cache(cfg)
+    cfg.train.dev_wer_cuts = 2  # checkpoints kept by dev BLEU (1 - BLEU / 100, logged as dev_wer)
     summary = train(cfg)
-    assert summary["steps"] == 5
+    assert summary["steps"] == 5 and 0.0 <= summary["best_dev_wer"] <= 1.0
 
     decode(cfg)
     hyps_dir = Path(cfg.decode.dir)
