@@ -49,8 +49,8 @@ class SpeechTranslation(Recipe):
 
     def dev_error(self, cfg: SlamConfig, answers: dict[str, str], hyps: dict[str, str]) -> float:
         """1 - BLEU / 100 of the translations (the part after the target tag), so that the kept
-        checkpoint is the one with the best dev BLEU. Before the curriculum's SRT stage the
-        answers hold no translation and every checkpoint scores 1."""
+        checkpoint is the one with the best dev BLEU. The dev rows are SRT at every stage of the
+        curriculum; answers without a translation (none to score) count as 1."""
         target = cfg.corpus.translation_language
         refs = {i: split_output(a, target) for i, a in answers.items()}
         refs = {i: translation for i, (transcript, translation) in refs.items() if transcript is not None}
@@ -63,7 +63,8 @@ class SpeechTranslation(Recipe):
         return srt_instruction(cfg)  # the chain of thought: transcript, then translation
 
     def training_rows(self, cfg: SlamConfig, train_cuts: CutSet, dev_cuts: CutSet) -> TrainingRows:
-        curriculum = Curriculum(cfg)  # the curriculum's task decides prompt and answer
+        # the curriculum's task decides prompt and answer; dev rows are SRT throughout
+        curriculum = Curriculum(cfg, srt_cuts={c.id for c in dev_cuts})
         return TrainingRows(instruction=curriculum.instruction, target=curriculum.answer)
 
     def decode_key(self, cfg: SlamConfig) -> list[Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from slam.config import ConfigError, SlamConfig
@@ -66,7 +66,10 @@ def split_output(text: str, target: str) -> tuple[str | None, str]:
 class Curriculum:
     """Which task each training row learns, by training step (``st.curriculum``)."""
 
-    def __init__(self, cfg: SlamConfig) -> None:
+    def __init__(self, cfg: SlamConfig, srt_cuts: Collection[str] = ()) -> None:
+        # cuts always asked SRT whatever the stage: the dev cuts, so that the dev BLEU which keeps
+        # a checkpoint is that of the task decoded (an MMT row reads the reference transcript)
+        self.srt_cuts = frozenset(srt_cuts)
         stages, fractions = list(cfg.st.curriculum), list(cfg.st.stage_fractions)
         if not stages or len(stages) != len(fractions):
             raise ConfigError(f"st.curriculum {stages} and st.stage_fractions {fractions} "
@@ -90,6 +93,8 @@ class Curriculum:
         return self.stages[sum(step >= s for s in self.starts)]
 
     def task(self, cut: Any, epoch: int, step: int) -> str:
+        if cut.id in self.srt_cuts:
+            return "srt"
         tasks = self.tasks_at(step)
         draw = int.from_bytes(hashlib.sha256(f"{cut.id}:{epoch}".encode()).digest()[:4], "big")
         return tasks[draw % len(tasks)]

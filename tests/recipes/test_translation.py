@@ -76,6 +76,12 @@ def test_curriculum_stages_and_tasks():
         assert curriculum.answer(cut, 0, 8).endswith(f"<|en|>{cut.supervisions[0].custom[TRANSLATION]}")
         assert curriculum.answer(cut, 0, 0) == cut.supervisions[0].text  # stage 1: ASR only
     assert any(curriculum.task(c, 0, 8) != curriculum.task(c, 1, 8) for c in cuts)  # redrawn each epoch
+    # dev cuts are asked SRT at every stage: the dev BLEU is that of the task decoded
+    dev = Curriculum(cfg, srt_cuts={"c0", "c1"})
+    for step in (0, 5, 9):
+        assert dev.instruction(cuts[0], 0, step) == "<|en|>"
+        assert dev.answer(cuts[1], 0, step) == "phrase 1 <|en|>sentence 1"
+    assert dev.answer(cuts[2], 0, 0) == "phrase 2"  # the other rows follow the curriculum
 
     cfg.st.stage_fractions = [0.5, 0.3, 0.3]
     with pytest.raises(ConfigError, match="st.stage_fractions"):
