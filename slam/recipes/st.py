@@ -52,8 +52,8 @@ class SpeechTranslation(Recipe):
         checkpoint is the one with the best dev BLEU. The dev rows are SRT at every stage of the
         curriculum; answers without a translation (none to score) count as 1."""
         target = cfg.corpus.translation_language
-        refs = {i: split_output(a, target) for i, a in answers.items()}
-        refs = {i: translation for i, (transcript, translation) in refs.items() if transcript is not None}
+        parts = {i: split_output(a, target) for i, a in answers.items()}
+        refs = {i: translation for i, (transcript, translation) in parts.items() if transcript is not None}
         if not refs:
             return 1.0
         translations = {i: split_output(hyps[i], target)[1] for i in refs}
