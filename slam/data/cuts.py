@@ -86,12 +86,16 @@ class AudioTextDataset(torch.utils.data.Dataset):
         inputs, lengths = pad_features(feats)
         texts = [self.target(c, self.epoch, self.step) if self.target else self.transcript(c) for c in cuts]
         targets = [self.tokenize(t) for t in texts]
+        # The CTC head reads the audio, so its target is what is said, also when the answer is
+        # more than that (speech translation's transcript + translation)
+        ctc_targets = targets if self.target is None else [self.tokenize(self.transcript(c)) for c in cuts]
         batch = {
             "ids": [c.id for c in cuts],
             "inputs": inputs,
             "lengths": lengths,
             "texts": texts,
             "targets": targets,
+            "ctc_targets": ctc_targets,
             "duration": sum(c.duration for c in cuts),
             "encoded": self.encoder is None,  # inputs are cached encoder outputs, not features
         }

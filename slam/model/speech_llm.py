@@ -348,10 +348,13 @@ class SpeechLLM(nn.Module):
         targets: list[list[int]],
         encoded: bool = True,
         instructions: list[str] | None = None,
+        ctc_targets: list[list[int]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Mean cross-entropy over answer tokens, with token accuracy counts.
 
-        ``instructions`` (one per row) replace the fixed instruction in the prompt template.
+        ``instructions`` (one per row) replace the fixed instruction in the prompt template;
+        ``ctc_targets`` are the CTC term's targets when they are not the answers (the transcript
+        of a speech-translation answer).
         """
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
         ctc_in_step = self.ctc_blank is not None and self.training and self.ctc_in_step
@@ -375,7 +378,8 @@ class SpeechLLM(nn.Module):
         correct = (logits.argmax(-1) == gold).sum()
         out = {"loss": loss, "correct": correct, "tokens": keep.sum()}
         if ctc_in_step:
-            out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, targets, log_probs)
+            ctc_targets = targets if ctc_targets is None else ctc_targets
+            out["ctc_loss"] = self.ctc_loss(audio, audio_lengths, ctc_targets, log_probs)
         return out
 
     # -- inference ------------------------------------------------------------------------

@@ -310,7 +310,7 @@ def warmup_loss(model: SpeechLLM, batch: dict[str, Any], runtime: RuntimeConfig,
     with autocast(runtime, device):
         inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
         audio, lengths = model.audio_embeddings(inputs, lengths, batch["encoded"])
-        return model.ctc_loss(audio, lengths, batch["targets"])
+        return model.ctc_loss(audio, lengths, batch["ctc_targets"])
 
 
 def ctc_warmup(model: SpeechLLM, cuts: CutSet, dataset: AudioTextDataset, cfg: SlamConfig, device) -> dict:
@@ -350,7 +350,8 @@ def evaluate(
         batch = dataset[batches[index if counted else 0]]
         with autocast(cfg.runtime, device):
             out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                        encoded=dataset.encoder is None, instructions=batch.get("instructions"))
+                        encoded=dataset.encoder is None, instructions=batch.get("instructions"),
+                        ctc_targets=batch.get("ctc_targets"))
         if counted:
             loss_sum += out["loss"].item() * out["tokens"].item()
             correct += out["correct"].item()
@@ -580,7 +581,8 @@ class TrainingRun:
         tc, window, device = self.cfg.train, self.window, self.device
         with autocast(self.cfg.runtime, device):
             out = self.net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
-                           encoded=self.dev_dataset.encoder is None, instructions=batch.get("instructions"))
+                           encoded=self.dev_dataset.encoder is None, instructions=batch.get("instructions"),
+                           ctc_targets=batch.get("ctc_targets"))
         objective = out["loss"]
         if "ctc_loss" in out:
             objective = objective + tc.ctc_weight * out["ctc_loss"]

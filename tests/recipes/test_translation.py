@@ -94,6 +94,28 @@ def test_curriculum_stages_and_tasks():
         Curriculum(cfg)
 
 
+def test_the_ctc_term_reads_the_transcript_of_a_translation_answer(tiny_models):
+    import torch
+    from transformers import AutoTokenizer
+
+    from slam.data.cuts import AudioTextDataset
+
+    cfg = SlamConfig()
+    cfg.corpus.language, cfg.corpus.translation_language = "fr", "en"
+    cfg.train.max_steps = 10
+    curriculum = Curriculum(cfg, srt_cuts={"a"})
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llm"])
+    dataset = AudioTextDataset(tokenizer, instruction=curriculum.instruction, target=curriculum.answer,
+                               features=lambda cut, epoch: torch.zeros(4, 8))  # fmt: skip
+    cuts = CutSet.from_cuts([_cut("a", "il pleut", "it rains")])
+    batch = dataset[cuts]
+    assert batch["texts"] == ["il pleut <|en|>it rains"]  # the answer: transcript and translation
+    assert batch["ctc_targets"] == [dataset.tokenize("il pleut")] != batch["targets"]
+    asr = AudioTextDataset(tokenizer, features=lambda cut, epoch: torch.zeros(4, 8))
+    # ASR: the answer itself
+    assert asr[cuts]["ctc_targets"] == asr[cuts]["targets"] == [dataset.tokenize("il pleut")]
+
+
 def test_bleu_and_chrf_against_hand_computed_values():
     refs = {"a": "the cat sat on a mat"}
     # 1-4-gram precisions 5/6, 3/5, 2/4, 1/3, no brevity penalty: (1/12) ** (1/4)
@@ -192,7 +214,8 @@ def test_st_recipe_end_to_end(tiny_cfg, tmp_path, pinned):
     cfg.corpus.language, cfg.corpus.translation_language = "fr", "en"
     cfg.corpus.num_utterances, cfg.corpus.real_sets = 24, []
     cfg.corpus.dev_fraction = cfg.corpus.test_fraction = 0.25
-    cfg.train.max_steps, cfg.train.ctc_weight, cfg.train.num_buckets = 5, 0.0, 2
+    # the CTC term on the transcript part of each answer (its classes: the French transcripts' tokens)
+    cfg.train.max_steps, cfg.train.ctc_weight, cfg.train.num_buckets = 5, 0.3, 2
     cfg.decode.max_new_tokens = 6
     cfg.score.normalizer = "basic_v1"
     cfg.corpus.join_fraction = 0.5  # joined sentences would have no translation: named, not a KeyError
