@@ -17,6 +17,42 @@ DEBIAN_PACKAGES=(
   asterisk-core-sounds-ru asterisk-core-sounds-ru-wav
   chromium  # the MLflow UI test looks at `make ui` in headless Chromium, as a person would
 )
+# SVOX Pico's natural-sounding voices (the `pico` TTS engine: pico2wave) are in Debian's non-free
+# component. Where apt has no candidate for them, their .debs come from the non-free component of
+# the Debian mirror and release apt already uses (read into a private list, the system's sources
+# left as they are) and apt installs those files with their dependencies.
+NON_FREE_PACKAGES=(libttspico-utils libttspico0 libttspico-data)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+candidate() { apt-cache policy "$1" 2>/dev/null | grep -q "Candidate: [0-9]"; }
+non_free_debs() {
+  local uri release work
+  read -r uri release < <(apt-get indextargets --no-release-info --format '$(REPO_URI) $(RELEASE)' \
+                            'Identifier: Packages' | awk '$1 ~ /debian/ && $2 !~ /-/ {print; exit}') || true
+  [ -n "${uri:-}" ] || return 1
+  work=$(mktemp -d)
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  echo "deb $uri $release non-free" > "$work/sources.list"
+  local opts=(-o Dir::Etc::SourceList="$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o Dir::State::Lists="$work/lists" -o Dir::Cache="$work/cache")
+  $SUDO apt-get -q "${opts[@]}" update >/dev/null && (cd "$work" && $SUDO apt-get -q "${opts[@]}" download "$@" >/dev/null) \
+    && echo "$work"
+}
+non_free_missing=()
+for pkg in "${NON_FREE_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || non_free_missing+=("$pkg")
+done
+if ((${#non_free_missing[@]})); then
+  if candidate "${non_free_missing[0]}"; then
+    DEBIAN_PACKAGES+=("${non_free_missing[@]}")
+  elif work=$(non_free_debs "${non_free_missing[@]}"); then
+    echo "setup: installing from Debian non-free: ${non_free_missing[*]}"
+    $SUDO chmod -R a+rX "$work"  # apt's sandbox user reads the files
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$work"/*.deb
+    $SUDO rm -rf "$work"
+  else
+    echo "setup: ${non_free_missing[*]} not available here: the pico TTS engine will be skipped" >&2
+  fi
+fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -25,7 +61,6 @@ done
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

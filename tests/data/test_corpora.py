@@ -37,7 +37,7 @@ from slam.data.corpora.text import (
     split_of,
     year_to_words,
 )
-from slam.data.corpora.tts import EspeakEngine, RenderJob, render
+from slam.data.corpora.tts import EspeakEngine, PicoEngine, RenderJob, render
 from slam.data.corpora.user import load_user_corpus
 from slam.data.corpora.validate import validate_cuts
 
@@ -260,6 +260,44 @@ def test_real_dev_fraction_holds_out_prompts_of_a_real_set_as_its_dev_part(tmp_p
     cfg.corpus.user_manifests = {"asterisk_en_dev": "mine.jsonl"}
     with pytest.raises(ConfigError, match="clash"):
         check_set_names(cfg)
+
+
+def _median_f0(audio: np.ndarray, sr: int) -> float:
+    """Median autocorrelation pitch (70-400 Hz) of the voiced 40 ms frames."""
+    frame, pitches = int(0.04 * sr), []
+    for start in range(0, len(audio) - frame, frame // 4):
+        x = audio[start : start + frame] - audio[start : start + frame].mean()
+        if np.sqrt((x**2).mean()) < 0.02:
+            continue
+        ac = np.correlate(x, x, "full")[frame - 1 :]
+        lag = sr // 400 + int(np.argmax(ac[sr // 400 : sr // 70]))
+        if ac[lag] > 0.4 * ac[0]:
+            pitches.append(sr / lag)
+    return float(np.median(pitches))
+
+
+@pytest.mark.skipif(shutil.which("pico2wave") is None or shutil.which("sox") is None,
+                    reason="pico2wave (Debian non-free libttspico-utils) and sox")  # fmt: skip
+def test_pico_renders_its_speed_and_pitch_and_keeps_the_text_out_of_its_markup(tmp_path: Path) -> None:
+    text = "Fish and chips cost less than five pounds today."
+    jobs = [RenderJob(id="low", split="train", text=text, engine="pico", voice="en-US", pitch=65),
+            RenderJob(id="high", split="train", text=text, engine="pico", voice="en-US", pitch=135),
+            RenderJob(id="fast", split="train", text=text, engine="pico", voice="en-US", speed=1.3, pitch=65),
+            RenderJob(id="marks", split="train", text="Fish & chips cost <b>less</b> than five pounds.",
+                      engine="pico", voice="en-GB", pitch=100)]  # fmt: skip
+    report = render(jobs, tmp_path / "wav", {"pico": PicoEngine()}, num_workers=2)
+    assert not report.failed
+    audio = {}
+    for job_id, path in report.done.items():
+        audio[job_id], sr = sf.read(str(path))
+        assert sr == 16000
+    assert _median_f0(audio["high"], sr) > 1.5 * _median_f0(audio["low"], sr)  # 135 % against 65 %
+    assert len(audio["fast"]) < 0.85 * len(audio["low"])
+    # the text's own "<" and ">" would be tags inside the markup: only the engine's four are
+    markup = PicoEngine().command(jobs[-1], tmp_path / "x.wav")[-1]
+    assert markup.count("<") == markup.count(">") == 4 and "Fish & chips cost  b less" in markup
+    with pytest.raises(ValueError, match="speaks"):
+        PicoEngine("ru")
 
 
 def test_registry_names() -> None:

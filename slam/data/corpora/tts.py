@@ -1,5 +1,5 @@
-"""Synthetic speech from the Debian TTS engines (espeak-ng, flite, festival), and the optional
-neural ones of :mod:`slam.data.corpora.neural_tts` (kokoro, piper).
+"""Synthetic speech from the Debian TTS engines (espeak-ng, flite, festival, SVOX Pico), and the
+optional neural ones of :mod:`slam.data.corpora.neural_tts` (kokoro, piper).
 
 Every utterance gets a seeded random engine, voice, speed and pitch, so the corpus has many
 voices. Rendering runs on all cores in a thread pool (the work happens in subprocesses);
@@ -10,8 +10,9 @@ trimmed (shorter audio trains faster) and 50 ms of padding left so onsets are no
 
 ``speed`` is a rate factor for every engine (1.0 = the voice's normal rate, 1.2 = 20 %
 faster); ``pitch`` is engine-native: espeak-ng's 0-99 scale, the target F0 mean in Hz for
-flite and festival's diphone voices, and for festival's HTS voice (whose festival wrapper
-accepts no F0 option) a shift in cents that sox applies.
+flite and festival's diphone voices, for festival's HTS voice (whose festival wrapper accepts
+no F0 option) a shift in cents that sox applies, and Pico's pitch level in percent of its
+voice's own.
 """
 
 from __future__ import annotations
@@ -230,6 +231,37 @@ class FliteEngine(_PerCallEngine):
             "--setf", f"int_f0_target_mean={job.pitch:.0f}",
             "-t", job.text, "-o", str(out),
         ]  # fmt: skip
+
+
+@TTS_ENGINES.register("pico")
+class PicoEngine(_PerCallEngine):
+    """SVOX Pico (``pico2wave``, Debian non-free ``libttspico-utils``): natural-sounding female
+    voices of US and British English, French, Spanish and Italian, 16 kHz, ~60x real time per
+    core. Speed and pitch go in its markup tags; the pitch level is a percentage of the voice's
+    own F0 (en-US: 60 -> ~100 Hz, 100 -> ~170 Hz, 160 -> ~270 Hz), so one voice also gives
+    lower, male-range speakers."""
+
+    name = "pico"
+    binary = "pico2wave"
+    voices_of = {"en": ("en-US", "en-GB"), "fr": ("fr-FR",), "es": ("es-ES",), "it": ("it-IT",)}
+    languages = tuple(voices_of)
+
+    def declared_voices(self) -> list[str]:
+        return list(self.voices_of[self.language])
+
+    def requirement(self) -> str:
+        return "pico2wave: Debian non-free libttspico-utils (scripts/setup.sh)"
+
+    def pitch_range(self, voice: str) -> tuple[float, float]:
+        return (65, 135)
+
+    def command(self, job: RenderJob, out: Path) -> list[str]:
+        # the text sits inside markup, where a "<" could open a tag (Pico reads entities such as
+        # &lt; out literally, so they are no escape)
+        text = job.text.replace("<", " ").replace(">", " ")
+        speed, pitch = round(100 * job.speed), round(job.pitch)
+        markup = f'<speed level="{speed}"><pitch level="{pitch}">{text}</pitch></speed>'
+        return [self.binary, "-l", job.voice, "-w", str(out), markup]
 
 
 @TTS_ENGINES.register("festival")
