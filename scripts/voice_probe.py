@@ -1,15 +1,15 @@
 """How natural a TTS voice sounds, by proxy: Whisper's own decoder's WER on its renders.
 
     python scripts/voice_probe.py pico:en-US pico:en-GB espeak:en-us+m1 --sentences 20 \\
-        --out metrics/experiments/PICO/voice_probe.jsonl
+        --out metrics/experiments/ENC2PICO/voice_probe.jsonl
 
 Every 2nd sentence of ``--corpus`` (the default corpus's synthetic test set) up to
 ``--sentences``, rendered by each ``engine:voice`` at its normal speed and the middle of its
 pitch range (slam.data.corpora.tts, the corpus's own rendering and sox finishing), transcribed
-greedily by ``--whisper`` on its 30 s window (as it was trained); WER after the english_v1
-normaliser, and the render speed. Whisper's decoder was trained on real speech, so a voice it
-reads well is one closer to real speech: piper's reads at ~10 %, espeak-ng's at ~60 % on the
-test set. One JSON line per voice.
+greedily by ``--whisper`` on its 30 s window (as it was trained; ``slam.zoo.transcribe``);
+WER after the english_v1 normaliser, and the render speed. Whisper's decoder was trained on
+real speech, so a voice it reads well is one closer to real speech: piper's reads at ~10 %,
+espeak-ng's at ~60 % on the test set. One JSON line per voice.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import soundfile as sf
-import torch
 from lhotse import load_manifest_lazy
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from slam.data.corpora.tts import TTS_ENGINES, RenderJob, render
 from slam.score.metrics import score_wer
+from slam.zoo import transcribe
 
 
 def main() -> None:
@@ -38,8 +36,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON lines file for the results")
     args = parser.parse_args()
     texts = [c.supervisions[0].text for c in load_manifest_lazy(args.corpus)][::2][: args.sentences]
-    processor = WhisperProcessor.from_pretrained(args.whisper)
-    model = WhisperForConditionalGeneration.from_pretrained(args.whisper).eval()
     rows = []
     for spec in args.voices:
         name, voice = spec.split(":", 1)
@@ -52,16 +48,8 @@ def main() -> None:
             start = time.monotonic()
             report = render(jobs, Path(tmp), {name: engine}, num_workers=1)
             seconds = time.monotonic() - start
-            refs, hyps = {}, {}
-            for job in jobs:
-                if job.id not in report.done:
-                    continue
-                audio, rate = sf.read(str(report.done[job.id]))
-                features = processor(audio, sampling_rate=rate, return_tensors="pt").input_features
-                with torch.no_grad():
-                    ids = model.generate(features, max_new_tokens=120)
-                hyps[job.id] = processor.batch_decode(ids, skip_special_tokens=True)[0]
-                refs[job.id] = job.text
+            refs = {job.id: job.text for job in jobs if job.id in report.done}
+            hyps = {job_id: transcribe(args.whisper, report.done[job_id]) for job_id in refs}
         wer = score_wer(refs, hyps, "english_v1")["summary"]["wer"] if refs else None
         row = {"voice": spec, "sentences": len(refs), "failed": len(report.failed), "whisper_wer": wer,
                "whisper": Path(args.whisper).name,

@@ -351,7 +351,7 @@ def evaluate(
         with autocast(cfg.runtime, device):
             out = model(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
                         encoded=dataset.encoder is None, instructions=batch.get("instructions"),
-                        ctc_targets=batch.get("ctc_targets"))
+                        ctc_targets=batch["ctc_targets"])
         if counted:
             loss_sum += out["loss"].item() * out["tokens"].item()
             correct += out["correct"].item()
@@ -582,7 +582,7 @@ class TrainingRun:
         with autocast(self.cfg.runtime, device):
             out = self.net(batch["inputs"].to(device), batch["lengths"].to(device), batch["targets"],
                            encoded=self.dev_dataset.encoder is None, instructions=batch.get("instructions"),
-                           ctc_targets=batch.get("ctc_targets"))
+                           ctc_targets=batch["ctc_targets"])
         objective = out["loss"]
         if "ctc_loss" in out:
             objective = objective + tc.ctc_weight * out["ctc_loss"]

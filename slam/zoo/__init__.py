@@ -10,6 +10,7 @@ a source is a hub id.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -141,6 +142,17 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> Any:
     return audio
 
 
+@functools.lru_cache(maxsize=2)
+def _whisper(model_dir: str, version: tuple[int, int]) -> tuple[Any, Any]:
+    """An imported Whisper folder's processor and model, loaded once per folder and ``version``
+    (its inode and mtime: a re-imported folder is loaded again)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(model_dir)
+    return processor, WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
 def transcribe(model_dir: str | Path, audio_path: str | Path) -> str:
     """Transcribe one recording (≤ 30 s) with an imported Whisper folder, greedy, in English.
 
@@ -148,10 +160,9 @@ def transcribe(model_dir: str | Path, audio_path: str | Path) -> str:
     ``max_new_tokens`` as well would make transformers warn on every call.
     """
     import torch
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    processor = WhisperProcessor.from_pretrained(model_dir)
-    model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    folder = os.stat(model_dir)
+    processor, model = _whisper(str(model_dir), (folder.st_ino, folder.st_mtime_ns))
     rate = processor.feature_extractor.sampling_rate
     features = processor(load_audio(audio_path, rate), sampling_rate=rate, return_tensors="pt").input_features
     kwargs: dict[str, Any] = {}

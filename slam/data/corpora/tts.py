@@ -236,10 +236,10 @@ class FliteEngine(_PerCallEngine):
 @TTS_ENGINES.register("pico")
 class PicoEngine(_PerCallEngine):
     """SVOX Pico (``pico2wave``, Debian non-free ``libttspico-utils``): natural-sounding female
-    voices of US and British English, French, Spanish and Italian, 16 kHz, ~60x real time per
-    core. Speed and pitch go in its markup tags; the pitch level is a percentage of the voice's
-    own F0 (en-US: 60 -> ~100 Hz, 100 -> ~170 Hz, 160 -> ~270 Hz), so one voice also gives
-    lower, male-range speakers."""
+    voices of US and British English, French, Spanish and Italian, 16 kHz, ~100x real time per
+    core (scripts/voice_probe.py). Speed and pitch go in its markup tags; the pitch level is a
+    percentage of the voice's own F0 (en-US: 60 -> ~100 Hz, 100 -> ~170 Hz, 160 -> ~270 Hz),
+    so one voice also gives lower, male-range speakers."""
 
     name = "pico"
     binary = "pico2wave"
