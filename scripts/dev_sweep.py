@@ -5,8 +5,9 @@
 ``MODEL`` is a trained model directory, or a training checkpoint (``step-*``, e.g. the one right
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
-LLM alone) or ``b<beams>:<w>``. It decodes the first N cached dev cuts (of ``--dev-cache``, so
-models trained on other corpora are scored on the same cuts; a model whose encoder trained
+LLM alone) or ``b<beams>:<w>`` (``--ctc-max-words`` applies to both). It decodes the first N
+cached dev cuts (of ``--dev-cache``, so models trained on other corpora are scored on the same
+cuts; a model whose encoder trained
 reads the audio of ``--corpus`` instead, default its own corpus) and prints one JSON line each,
 with the WER by utterance length (the breakdown report's buckets); ``--hyps DIR`` also writes
 each setting's hypotheses (``DIR/<set>.<setting>.jsonl``) for a closer look.
@@ -71,11 +72,14 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="the config of a checkpoint MODEL")
     parser.add_argument("--hyps", type=Path, help="write each setting's hypotheses into this folder")
     parser.add_argument("--max-new-tokens", type=int, help="instead of the model's decode.max_new_tokens")
+    parser.add_argument("--ctc-max-words", type=int, help="instead of the model's decode.ctc_max_words")
     args = parser.parse_args()
     checkpoint = (args.model / "state.json").exists()
     cfg = load_config(args.params) if checkpoint else trained_config(args.model)
     if args.max_new_tokens:
         cfg.decode.max_new_tokens = args.max_new_tokens
+    if args.ctc_max_words is not None:
+        cfg.decode.ctc_max_words = args.ctc_max_words
     device = setup_runtime(cfg.runtime)
     reads_audio = encoder_trains(cfg)  # no cache: the encoder runs on the audio
     if reads_audio:

@@ -272,6 +272,10 @@ class DecodeConfig:
     # hypothesis it scores. Needs a model trained with a CTC head (train.ctc_weight or warm-up).
     ctc_weight: float = 0.0
     ctc_pre_beam: int = 8
+    # a clip whose CTC best path reads at most this many words keeps that reading, the LLM is
+    # not asked (ASR recipes, models with a CTC head; 0: off): a single word gives the LLM no
+    # context to use, and its prior replaces the word heard ("fifteen" -> "Six") or adds words
+    ctc_max_words: int = 0
     # keyword boosting (slam.decode.keyword_boost): score added per token of a word of the row's
     # keyword list when the batch carries lists (recipes asr_bias, asr_keywords); 0: off
     keyword_bonus: float = 0.0
@@ -479,6 +483,7 @@ FRACTION = Range(0, 1)
 
 DECODE_RANGES: dict[str, Range] = {"batch_size": COUNT, "num_beams": COUNT, "max_new_tokens": COUNT,
                                    "ctc_weight": FRACTION, "ctc_pre_beam": COUNT,
+                                   "ctc_max_words": NON_NEGATIVE,
                                    "keyword_bonus": NON_NEGATIVE}  # fmt: skip
 # Every numeric setting's valid values, by section class (baseline's extends decode's);
 # a list setting's entries are checked one by one. test_hostile_inputs keeps it complete.

@@ -106,6 +106,25 @@ class AudioTextDataset(torch.utils.data.Dataset):
         return batch
 
 
+def batch_rows(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The rows ``rows`` of a batch of :class:`AudioTextDataset`, in that order: per-row lists and
+    tensors indexed, the padded inputs cut to the longest kept row, the rest (the batch's total
+    ``duration`` too) as they are."""
+    n = len(batch["lengths"])
+    index = torch.tensor(rows, dtype=torch.long)
+    lengths = batch["lengths"][index]
+    part = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == n:
+            part[key] = value[index]
+        elif isinstance(value, list) and len(value) == n:
+            part[key] = [value[i] for i in rows]
+        else:
+            part[key] = value
+    part["inputs"] = part["inputs"][:, : int(lengths.max())]
+    return part
+
+
 def too_long(cut: Any, window: float | None) -> str | None:
     """What is wrong with ``cut`` if it is longer than ``window`` seconds, else ``None``."""
     if window is None or cut.duration <= window + LENGTH_SLACK:

@@ -168,10 +168,11 @@ def decode(cfg: SlamConfig) -> dict:
     """The decode stage: zoo models + trained assets -> hypotheses for each test set."""
     device = setup_runtime(cfg.runtime)
     recipe = recipe_of(cfg)
-    if cfg.decode.ctc_weight > 0 and not recipe.joint_ctc_decoding:
-        raise ConfigError(f"decode.ctc_weight={cfg.decode.ctc_weight}: joint CTC/LLM decoding holds answers "
-                          f"to a transcript, recipe {cfg.recipe!r} writes other answers; "
-                          "set decode.ctc_weight=0")  # fmt: skip
+    for name in ("ctc_weight", "ctc_max_words"):  # both read the CTC head's transcript
+        value = getattr(cfg.decode, name)
+        if value > 0 and not recipe.joint_ctc_decoding:
+            raise ConfigError(f"decode.{name}={value}: the CTC head reads a transcript, recipe "
+                              f"{cfg.recipe!r} writes other answers; set decode.{name}=0")  # fmt: skip
     assets = Path(cfg.train.dir) / MODEL
     info = json.loads((assets / ASSETS_INFO).read_text())
     use_cache = info["use_cache"]
@@ -197,6 +198,7 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.train.prompt, cfg.train.system_prompt, cfg.runtime.precision,
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
+        *([("ctc_max_words", cfg.decode.ctc_max_words)] if cfg.decode.ctc_max_words > 0 else []),
         *([cfg.decode.keyword_bonus] if cfg.decode.keyword_bonus > 0 else []),
         *recipe.decode_key(cfg),  # e.g. the biasing lists shape the prompts
     )  # fmt: skip

@@ -35,6 +35,7 @@ from slam.config import (
     to_config,
 )
 from slam.data.augment import EncoderOutputMasking
+from slam.data.cuts import batch_rows
 from slam.decode.ctc_prefix import CTCPrefixScorer
 from slam.decode.keyword_boost import KeywordBoost, word_variants
 from slam.model.encoders import AudioEncoder, build_encoder
@@ -387,16 +388,31 @@ class SpeechLLM(nn.Module):
         self, batch: dict[str, Any], runtime: RuntimeConfig, decode: DecodeConfig, num_beams: int = 1
     ) -> list[str]:
         """Hypotheses for one batch of :class:`slam.data.cuts.AudioTextDataset`, in its row order,
-        searched as ``decode`` says (its CTC settings; the beams are the caller's)."""
+        searched as ``decode`` says (its CTC settings; the beams are the caller's). A row whose
+        CTC best path has at most ``decode.ctc_max_words`` words keeps that reading."""
         device = next(self.projector.parameters()).device
+        most = decode.ctc_max_words
+        if most > 0 and self.ctc_blank is None:
+            raise ConfigError(f"decode.ctc_max_words={most}: the model has no CTC head "
+                              "(train.ctc_weight or train.ctc_warmup_steps); set it to 0")  # fmt: skip
+        rows = range(len(batch["lengths"]))
+        inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
+        hyps: dict[int, str] = {}
         with autocast(runtime, device):
-            return self.generate(
-                batch["inputs"].to(device), batch["lengths"].to(device), encoded=batch["encoded"],
-                num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
-                instructions=batch.get("instructions"), ctc_weight=decode.ctc_weight,
-                ctc_pre_beam=decode.ctc_pre_beam, keywords=batch.get("keywords"),
-                keyword_bonus=decode.keyword_bonus,
-            )  # fmt: skip
+            if most > 0:
+                readings = self.ctc_greedy(inputs, lengths, encoded=batch["encoded"])
+                hyps = {i: text for i, text in zip(rows, readings) if len(text.split()) <= most}
+            by_llm = [i for i in rows if i not in hyps]
+            if by_llm:
+                part = batch_rows(batch, by_llm) if hyps else batch
+                hyps.update(zip(by_llm, self.generate(
+                    part["inputs"].to(device), part["lengths"].to(device), encoded=batch["encoded"],
+                    num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
+                    instructions=part.get("instructions"), ctc_weight=decode.ctc_weight,
+                    ctc_pre_beam=decode.ctc_pre_beam, keywords=part.get("keywords"),
+                    keyword_bonus=decode.keyword_bonus,
+                )))  # fmt: skip
+        return [hyps[i] for i in rows]
 
     @torch.no_grad()
     def generate(

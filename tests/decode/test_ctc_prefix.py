@@ -99,3 +99,56 @@ def test_joint_decoding_follows_the_audio_and_the_head_survives_save_and_load(ti
 def test_ctc_weight_out_of_range_is_named():
     with pytest.raises(ValueError, match="decode.ctc_weight"):
         CTCPrefixScorer(torch.zeros(1, 2, 4), torch.tensor([2]), CLASSES, EOS, weight=1.5)
+
+
+
+def test_a_clip_the_ctc_head_reads_as_one_word_keeps_that_reading(tiny_cfg):
+    """decode.ctc_max_words: rows whose CTC best path has at most that many words are the CTC
+    head's reading; the others are the LLM's, searched on those rows alone."""
+    tiny_cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    texts = ["fox", "the quick fox", "quick"]
+    tokens = [model.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    model.restrict_ctc(sorted({t for row in tokens for t in row}) + [model.prompt.eos_id])
+    classes = model.ctc_class_ids().tolist()
+    blank, frames = len(classes), 2 * max(map(len, tokens))
+    peaked = torch.full((3, frames, blank + 1), -20.0)
+    peaked[:, :, blank] = 0.0  # blank wherever a row has nothing more to say
+    for row, ids in enumerate(tokens):
+        for k, token in enumerate(ids):
+            peaked[row, 2 * k] = -20.0
+            peaked[row, 2 * k, classes.index(token)] = 0.0
+    model.ctc_log_probs = lambda audio: peaked.log_softmax(-1)
+    model.audio_embeddings = lambda inputs, lengths, encoded: (inputs, lengths)  # the LLM hears noise
+    torch.manual_seed(0)
+    audio, lengths = torch.randn(3, frames, 32), torch.tensor([frames, frames, frames - 1])
+    batch = {"inputs": audio, "lengths": lengths, "encoded": True}
+    decode = dataclasses.replace(tiny_cfg.decode, ctc_weight=0.0, max_new_tokens=8, ctc_max_words=1)
+    assert model.ctc_greedy(audio, lengths) == texts
+    alone = model.generate(audio[1:2], lengths[1:2], max_new_tokens=8)[0]  # the LLM on row 1 only
+    assert alone != "the quick fox"
+    assert model.transcribe_batch(batch, tiny_cfg.runtime, decode) == ["fox", alone, "quick"]
+    # off: every row is the LLM's
+    off = model.transcribe_batch(batch, tiny_cfg.runtime, dataclasses.replace(decode, ctc_max_words=0))
+    assert off == model.generate(audio, lengths, max_new_tokens=8) and not {"fox", "quick"} & set(off)
+
+
+def test_ctc_max_words_without_a_ctc_head_is_named(tiny_cfg):
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    assert model.ctc_blank is None
+    batch = {"inputs": torch.randn(1, 4, 32), "lengths": torch.tensor([4]), "encoded": True}
+    decode = dataclasses.replace(tiny_cfg.decode, ctc_max_words=1)
+    with pytest.raises(ValueError, match="decode.ctc_max_words"):
+        model.transcribe_batch(batch, tiny_cfg.runtime, decode)
+
+def test_batch_rows_keeps_the_rows_asked_for_and_cuts_the_padding():
+    from slam.data.cuts import batch_rows
+
+    inputs = torch.arange(3 * 5 * 2, dtype=torch.float).reshape(3, 5, 2)
+    batch = {"ids": ["a", "b", "c"], "inputs": inputs, "lengths": torch.tensor([5, 2, 3]),
+             "keywords": [["x"], [], ["y"]], "encoded": True}  # fmt: skip
+    part = batch_rows(batch, [2, 1])
+    assert part["ids"] == ["c", "b"] and part["keywords"] == [["y"], []]
+    assert part["lengths"].tolist() == [3, 2]
+    torch.testing.assert_close(part["inputs"], inputs[[2, 1], :3])
+    assert part["encoded"] is True
