@@ -107,9 +107,10 @@ class AudioTextDataset(torch.utils.data.Dataset):
 
 
 def batch_rows(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:
-    """The rows ``rows`` of a batch of :class:`AudioTextDataset`, in that order: per-row lists and
-    tensors indexed, the padded inputs cut to the longest kept row, the rest (the batch's total
-    ``duration`` too) as they are."""
+    """The rows ``rows`` of a batch (of :class:`AudioTextDataset`, or its projected audio: padded
+    ``inputs [batch, time, ...]`` and their ``lengths``), in that order: per-row lists and tensors
+    indexed, the inputs cut to the longest kept row, the rest (a batch's total ``duration`` too)
+    as they are."""
     n = len(batch["lengths"])
     index = torch.tensor(rows, dtype=torch.long)
     lengths = batch["lengths"][index]

@@ -201,7 +201,11 @@ class SpeechLLM(nn.Module):
     def ctc_greedy(self, inputs: torch.Tensor, lengths: torch.Tensor, encoded: bool = True) -> list[str]:
         """The CTC head's own reading (best path: argmax, repeats merged, blanks dropped): a
         diagnostic of what the projector hears before the LLM has its say."""
-        audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
+        return self.ctc_best_paths(*self.audio_embeddings(inputs, lengths, encoded))
+
+    @torch.no_grad()
+    def ctc_best_paths(self, audio: torch.Tensor, audio_lengths: torch.Tensor) -> list[str]:
+        """:meth:`ctc_greedy` on projected audio (:meth:`audio_embeddings`)."""
         best = self.ctc_log_probs(audio).argmax(-1).cpu()
         ids = self.ctc_class_ids()
         texts = []
@@ -384,6 +388,7 @@ class SpeechLLM(nn.Module):
         return out
 
     # -- inference ------------------------------------------------------------------------
+    @torch.no_grad()
     def transcribe_batch(
         self, batch: dict[str, Any], runtime: RuntimeConfig, decode: DecodeConfig, num_beams: int = 1
     ) -> list[str]:
@@ -396,21 +401,24 @@ class SpeechLLM(nn.Module):
             raise ConfigError(f"decode.ctc_max_words={most}: the model has no CTC head "
                               "(train.ctc_weight or train.ctc_warmup_steps); set it to 0")  # fmt: skip
         rows = range(len(batch["lengths"]))
-        inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
         hyps: dict[int, str] = {}
         with autocast(runtime, device):
+            # the audio is encoded once, for the CTC readings and for the rows the LLM decodes
+            inputs, lengths = batch["inputs"].to(device), batch["lengths"].to(device)
+            projected, lengths = self.audio_embeddings(inputs, lengths, batch["encoded"])
+            audio = {"inputs": projected, "lengths": lengths, "instructions": batch.get("instructions"),
+                     "keywords": batch.get("keywords")}  # fmt: skip
             if most > 0:
-                readings = self.ctc_greedy(inputs, lengths, encoded=batch["encoded"])
+                readings = self.ctc_best_paths(audio["inputs"], audio["lengths"])
                 hyps = {i: text for i, text in zip(rows, readings) if len(text.split()) <= most}
             by_llm = [i for i in rows if i not in hyps]
             if by_llm:
-                part = batch_rows(batch, by_llm) if hyps else batch
-                hyps.update(zip(by_llm, self.generate(
-                    part["inputs"].to(device), part["lengths"].to(device), encoded=batch["encoded"],
-                    num_beams=num_beams, max_new_tokens=decode.max_new_tokens,
-                    instructions=part.get("instructions"), ctc_weight=decode.ctc_weight,
-                    ctc_pre_beam=decode.ctc_pre_beam, keywords=part.get("keywords"),
-                    keyword_bonus=decode.keyword_bonus,
+                part = batch_rows(audio, by_llm) if hyps else audio
+                hyps.update(zip(by_llm, self.generate_from_audio(
+                    part["inputs"], part["lengths"], num_beams=num_beams,
+                    max_new_tokens=decode.max_new_tokens, instructions=part["instructions"],
+                    ctc_weight=decode.ctc_weight, ctc_pre_beam=decode.ctc_pre_beam,
+                    keywords=part["keywords"], keyword_bonus=decode.keyword_bonus,
                 )))  # fmt: skip
         return [hyps[i] for i in rows]
 
@@ -433,6 +441,23 @@ class SpeechLLM(nn.Module):
         row) with ``keyword_bonus > 0`` rewards writing their words
         (:mod:`slam.decode.keyword_boost`)."""
         audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
+        return self.generate_from_audio(audio, audio_lengths, num_beams, max_new_tokens, instructions,
+                                        ctc_weight, ctc_pre_beam, keywords, keyword_bonus)  # fmt: skip
+
+    @torch.no_grad()
+    def generate_from_audio(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        num_beams: int = 1,
+        max_new_tokens: int = 64,
+        instructions: list[str] | None = None,
+        ctc_weight: float = 0.0,
+        ctc_pre_beam: int = 8,
+        keywords: list[list[str]] | None = None,
+        keyword_bonus: float = 0.0,
+    ) -> list[str]:
+        """:meth:`generate` on projected audio (:meth:`audio_embeddings`)."""
         processors = LogitsProcessorList()
         boost = None
         if keywords is not None and keyword_bonus > 0:
