@@ -424,25 +424,10 @@ class SpeechLLM(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        inputs: torch.Tensor,
-        lengths: torch.Tensor,
-        encoded: bool = True,
-        num_beams: int = 1,
-        max_new_tokens: int = 64,
-        instructions: list[str] | None = None,
-        ctc_weight: float = 0.0,
-        ctc_pre_beam: int = 8,
-        keywords: list[list[str]] | None = None,
-        keyword_bonus: float = 0.0,
+        self, inputs: torch.Tensor, lengths: torch.Tensor, encoded: bool = True, **search: Any
     ) -> list[str]:
-        """Greedy or beam search; ``ctc_weight > 0`` adds the CTC head's prefix scores to the
-        LLM's (joint CTC/LLM decoding, :mod:`slam.decode.ctc_prefix`); ``keywords`` (a list per
-        row) with ``keyword_bonus > 0`` rewards writing their words
-        (:mod:`slam.decode.keyword_boost`)."""
-        audio, audio_lengths = self.audio_embeddings(inputs, lengths, encoded)
-        return self.generate_from_audio(audio, audio_lengths, num_beams, max_new_tokens, instructions,
-                                        ctc_weight, ctc_pre_beam, keywords, keyword_bonus)  # fmt: skip
+        """:meth:`generate_from_audio` on encoder inputs (``encoded``: cached encoder outputs)."""
+        return self.generate_from_audio(*self.audio_embeddings(inputs, lengths, encoded), **search)
 
     @torch.no_grad()
     def generate_from_audio(
@@ -457,7 +442,10 @@ class SpeechLLM(nn.Module):
         keywords: list[list[str]] | None = None,
         keyword_bonus: float = 0.0,
     ) -> list[str]:
-        """:meth:`generate` on projected audio (:meth:`audio_embeddings`)."""
+        """Greedy or beam search on projected audio (:meth:`audio_embeddings`); ``ctc_weight > 0``
+        adds the CTC head's prefix scores to the LLM's (joint CTC/LLM decoding,
+        :mod:`slam.decode.ctc_prefix`); ``keywords`` (a list per row) with ``keyword_bonus > 0``
+        rewards writing their words (:mod:`slam.decode.keyword_boost`)."""
         processors = LogitsProcessorList()
         boost = None
         if keywords is not None and keyword_bonus > 0:
