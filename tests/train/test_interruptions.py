@@ -201,6 +201,9 @@ def test_cache_stage_resumes_set_by_set(cfg):
     assert load_cached_cuts(cfg, "dev")[0].load_custom("encoder_out").dtype == "float32"
 
 
+SEARCH = "generate_from_audio"  # every decoding search goes through it
+
+
 def test_decode_stage_resumes_per_set_and_beam(cfg, tmp_path):
     cfg.train.max_steps = 2
     build_cache(cfg)
@@ -214,11 +217,11 @@ def test_decode_stage_resumes_per_set_and_beam(cfg, tmp_path):
 
     def run() -> dict:
         calls.clear()
-        with mock.patch.object(SpeechLLM, "generate", _interrupt_after(calls, SpeechLLM.generate, 99)):
+        with mock.patch.object(SpeechLLM, SEARCH, _interrupt_after(calls, getattr(SpeechLLM, SEARCH), 99)):
             return decode(cfg)
 
     # test beam 1, test beam 2 and dev beam 1 are decoded; the run dies in dev beam 2
-    with mock.patch.object(SpeechLLM, "generate", _interrupt_after(calls, SpeechLLM.generate, 3)):
+    with mock.patch.object(SpeechLLM, SEARCH, _interrupt_after(calls, getattr(SpeechLLM, SEARCH), 3)):
         with pytest.raises(Interrupt):
             decode(cfg)
     done = sorted(p.name for p in hyps_dir.glob("*.beam*.jsonl"))
