@@ -79,6 +79,10 @@ class CorpusConfig:
     # extra training utterances of 1..min_words-1 words beside num_utterances (real prompts are
     # often one or two words: "Goodbye.", "Thursday"); the other utterances stay as without them
     short_utterances: int = 0
+    # extra training utterances read from the English messages of the gettext catalogs in
+    # ``catalogs`` (software messages, nearer to a phone system's prompts than the glosses and
+    # fortunes are; slam.data.corpora.text.message_sentences), min_words..max_words words
+    message_utterances: int = 0
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
     # slam.data.corpora.channel), for real telephone speech such as asterisk_en
     telephone_fraction: float = 0.0
@@ -496,6 +500,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "min_words": COUNT, "max_words": COUNT, "sample_rate": COUNT, "seed": NON_NEGATIVE,
         "num_workers": NON_NEGATIVE,  # 0: one per core
         "short_utterances": NON_NEGATIVE,
+        "message_utterances": NON_NEGATIVE,
         "switch_rate": Range(0, 1, low_open=True),  # 0 would switch nothing: no code-switched corpus
     },
     EncoderConfig: {"layer": Range(1, special=(-1,)), "context_seconds": NON_NEGATIVE},  # -1: the last

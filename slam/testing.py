@@ -6,6 +6,7 @@ local dir), so a pipeline that works with them works with real weights.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
@@ -167,3 +168,18 @@ def save_tiny_causal_lm(
     AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def write_mo(path: Path, messages: dict[str, str]) -> None:
+    """A GNU .mo catalog (what msgfmt writes): header, two offset tables, the strings."""
+    keys = sorted(messages)
+    ids, strs = [k.encode() for k in keys], [messages[k].encode() for k in keys]
+    start = 28 + 16 * len(keys)
+    offsets, blob = [], b""
+    for data in ids + strs:
+        offsets.append((len(data), start + len(blob)))
+        blob += data + b"\0"
+    header = struct.pack("<7I", 0x950412DE, 0, len(keys), 28, 28 + 8 * len(keys), 0, 0)
+    tables = b"".join(struct.pack("<2I", n, o) for n, o in offsets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + tables + blob)

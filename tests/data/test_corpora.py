@@ -15,7 +15,7 @@ from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
 from slam.config import ConfigError, SlamConfig
 from slam.data.cache import checked_dev_set
-from slam.data.corpora import CORPORA, BadInputError, check_set_names, prepare_corpus
+from slam.data.corpora import CORPORA, BadInputError, check_set_names, prepare_corpus, without_texts
 from slam.data.corpora.asterisk import (
     ITALIAN,
     LANGUAGES,
@@ -30,6 +30,7 @@ from slam.data.corpora.text import (
     FORTUNES_DIR,
     WORDNET_DIR,
     count_words,
+    message_sentences,
     normalize_sentence,
     number_to_words,
     pick_sentences,
@@ -40,6 +41,7 @@ from slam.data.corpora.text import (
 from slam.data.corpora.tts import EspeakEngine, PicoEngine, RenderJob, render
 from slam.data.corpora.user import load_user_corpus
 from slam.data.corpora.validate import validate_cuts
+from slam.testing import write_mo
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -198,6 +200,40 @@ def test_short_utterances_add_short_training_sentences_and_leave_the_others_alon
     assert len(extra) == 3 and {k: more["train"][k] for k in plain["train"]} == plain["train"]
     assert all(1 <= count_words(text) < 4 for text, _ in extra.values())
     assert all(split_of(text, 1 / 6, 1 / 6) == "train" for text, _ in extra.values())
+
+
+def test_message_sentences_are_the_training_split_messages_of_the_named_catalogs(tmp_path: Path) -> None:
+    header = {"": "Content-Type: text/plain; charset=UTF-8\n"}
+    sentences = ["Cannot open the archive for reading", "The connection was refused by the server",
+                 "Please enter your new password again", "Failed to fetch some of the archives",
+                 "The selected file is not a folder", "Could not write the configuration file"]  # fmt: skip
+    write_mo(tmp_path / "fr/LC_MESSAGES/tool.mo", {**header, **{m: "traduit" for m in sentences[:4]},
+                                                   "%s: not found here": "%s : introuvable",  # a code
+                                                   "Invalid password": "Mot de passe invalide"})  # too short
+    write_mo(tmp_path / "de/LC_MESSAGES/tool.mo", {**header, **{m: "übersetzt" for m in sentences[2:]}})
+    write_mo(tmp_path / "fr/LC_MESSAGES/other.mo", {**header, "Another program says this": "autre"})
+    got = message_sentences(10, ["tool", "absent"], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path)
+    # every locale's message ids, normalised; only those whose text hashes into train
+    expected = {f"{s}." for s in sentences if split_of(s, 0.25, 0.25) == "train"}
+    assert set(got) == expected and len(got) == len(expected) and 0 < len(expected) < len(sentences)
+    assert message_sentences(1, ["tool"], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path)[0] in expected
+    assert message_sentences(0, [], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path) == []
+    with pytest.raises(ValueError, match="corpus.catalogs"):
+        message_sentences(5, [], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path)
+
+
+def test_training_cuts_that_say_a_real_prompt_are_dropped() -> None:
+    def cuts(*texts: str) -> CutSet:
+        sup = [SupervisionSegment(id=f"s{i}", recording_id=f"r{i}", start=0, duration=1.0, text=t)
+               for i, t in enumerate(texts)]  # fmt: skip
+        return CutSet.from_cuts(MonoCut(id=f"c{i}", start=0, duration=1.0, channel=0, supervisions=[s])
+                                for i, s in enumerate(sup))  # fmt: skip
+
+    train = cuts("Disabled.", "The file is disabled.", "disabled")
+    kept, dropped = without_texts(train, [cuts("Disabled"), cuts("Goodbye.")])
+    assert dropped == 2 and [c.supervisions[0].text for c in kept] == ["The file is disabled."]
+    same, none = without_texts(train, [cuts("Goodbye.")])
+    assert none == 0 and same is train  # nothing to drop: the very same set (its manifest unchanged)
 
 
 # ---------------------------------------------------------------------------- asterisk

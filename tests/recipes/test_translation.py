@@ -4,7 +4,6 @@ asterisk set, BLEU against hand-computed values, and the whole recipe with tiny 
 from __future__ import annotations
 
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from slam.data.corpora.asterisk import FRENCH, load_asterisk
 from slam.data.corpora.parallel import TRANSLATION, gettext_pairs, speakable, tsv_pairs
 from slam.score.metrics import score_translation
 from slam.tasks.translation import Curriculum, answer, instruction, split_output
+from slam.testing import write_mo
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="Debian espeak-ng (scripts/setup.sh)")  # fmt: skip
@@ -127,26 +127,11 @@ def test_bleu_and_chrf_against_hand_computed_values():
     assert missing["bleu"] == 0 and missing["chrf"] == 0 and missing["missing_hyps"] == 1
 
 
-def _write_mo(path: Path, messages: dict[str, str]) -> None:
-    """A GNU .mo catalog (what msgfmt writes): header, two offset tables, the strings."""
-    keys = sorted(messages)
-    ids, strs = [k.encode() for k in keys], [messages[k].encode() for k in keys]
-    start = 28 + 16 * len(keys)
-    offsets, blob = [], b""
-    for data in ids + strs:
-        offsets.append((len(data), start + len(blob)))
-        blob += data + b"\0"
-    header = struct.pack("<7I", 0x950412DE, 0, len(keys), 28, 28 + 8 * len(keys), 0, 0)
-    tables = b"".join(struct.pack("<2I", n, o) for n, o in offsets)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + tables + blob)
-
-
 def test_parallel_text_from_gettext_catalogs_and_tsv(tmp_path):
     assert speakable("Impossible de lire le fichier.") and speakable("l'éditeur est sorti en erreur")
     assert not speakable("%s: fichier introuvable") and not speakable("le serveur OCSP répond")
     assert not speakable("voir --help") and not speakable("3 fichiers")
-    _write_mo(tmp_path / "fr/LC_MESSAGES/tool.mo", {
+    write_mo(tmp_path / "fr/LC_MESSAGES/tool.mo", {
         "": "Content-Type: text/plain; charset=UTF-8\n",
         "cannot read the file": "impossible de lire le fichier",
         "%s: not found": "%s : introuvable",

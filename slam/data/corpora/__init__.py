@@ -46,7 +46,7 @@ from slam.data.corpora import tuxpaint as _tuxpaint  # noqa: F401  (registers tu
 from slam.data.corpora import user as _user  # noqa: F401  (registers user_manifest)
 from slam.data.corpora.base import CORPORA, REAL_SOURCES, SYNTHESIZERS, CorpusBuild
 from slam.data.corpora.channel import speed_share, telephone_share
-from slam.data.corpora.text import SPLITS, held_out_split
+from slam.data.corpora.text import SPLITS, held_out_split, sentence_key
 from slam.data.corpora.validate import BadInputError, validate_cuts
 from slam.track.tracking import start_run
 from slam.utils import atomic_path, atomic_write_json
@@ -128,6 +128,12 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
         if c.real_dev_fraction > 0:
             sets[name], sets[f"{name}_dev"] = hold_out_dev(sets[name], c.real_dev_fraction)
             set_stats[f"{name}_dev"] = {"held_out_of": name, "fraction": c.real_dev_fraction}
+    if "train" in sets and c.real_sets:
+        real = [cuts for name, cuts in sets.items() if name not in SPLITS]
+        sets["train"], dropped = without_texts(sets["train"], real)
+        if dropped:  # counted only when it happens, so a corpus without any stays as it was
+            log.warning("train: %d cuts dropped that say a real set's prompt", dropped)
+            set_stats["train"]["real_prompt_texts_dropped"] = dropped
     for name, path in c.user_manifests.items():
         sets[name], set_stats[name] = CORPORA.build("user_manifest", c, path)
         if not len(sets[name]):  # an empty set would fail the next stage, far from its cause
@@ -152,6 +158,14 @@ def prepare_corpus(cfg: SlamConfig) -> dict[str, CutSet]:
     log.info("synthesis: %s", run_facts or "nothing synthesised")
     atomic_write_json(out / "stats.json", stats)
     return sets
+
+
+def without_texts(cuts: CutSet, held_out: list[CutSet]) -> tuple[CutSet, int]:
+    """``cuts`` without those whose text is a ``held_out`` cut's (by :func:`sentence_key`:
+    "Disabled." is a real prompt and a program's message), and how many went."""
+    keys = {sentence_key(s.text) for held in held_out for cut in held for s in cut.supervisions}
+    kept = [cut for cut in cuts if sentence_key(" ".join(s.text for s in cut.supervisions)) not in keys]
+    return (cuts, 0) if len(kept) == len(cuts) else (CutSet.from_cuts(kept), len(cuts) - len(kept))
 
 
 def hold_out_dev(cuts: CutSet, fraction: float) -> tuple[CutSet, CutSet]:

@@ -12,10 +12,8 @@ translation goes into each supervision's ``custom["translation"]``.
 
 from __future__ import annotations
 
-import gettext
 import logging
 import random
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,30 +21,15 @@ from typing import Any
 from slam.config import CorpusConfig
 from slam.data.corpora import text as text_mod
 from slam.data.corpora.base import SYNTHESIZERS, SynthesisBuild
+from slam.data.corpora.text import LOCALE_DIR, speakable
 from slam.data.corpora.tts import speak_sentences
 
 log = logging.getLogger(__name__)
 
-LOCALE_DIR = Path("/usr/share/locale")
 TRANSLATION = "translation"  # the supervision's custom key of the translated text
 # ISO 639-1 -> the name Lhotse supervisions carry
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian",
                   "ru": "Russian", "zh": "Chinese"}  # fmt: skip
-# words of letters (any script's), joined by spaces, apostrophes, sentence punctuation or
-# single hyphens ("arrière-plan", not "--help")
-_SPEAKABLE = re.compile(r"^[^\W\d_]+(?:(?:[' ,.?!]+|-)[^\W\d_]+)*[ .?!]*$")
-_ACRONYM = re.compile(r"\b[^\W\d_]*[A-Z][^\W\d_]*[A-Z]")  # "OCSP", "GnuPG": spelt, not spoken
-
-
-def speakable(text: str) -> bool:
-    """Whether a message reads aloud one way: words and punctuation, no codes or acronyms.
-
-    >>> speakable("Impossible de lire le fichier."), speakable("%s: fichier introuvable")
-    (True, False)
-    """
-    return bool(_SPEAKABLE.match(text)) and not _ACRONYM.search(text)
-
-
 def gettext_pairs(
     language: str, catalogs: Iterable[str], locale_dir: Path = LOCALE_DIR,
     keep_translation: Callable[[str], bool] = speakable,
@@ -62,13 +45,8 @@ def gettext_pairs(
             log.warning("gettext catalog %s not found; skipped", path)
             counts[domain] = 0
             continue
-        with path.open("rb") as f:
-            catalog = gettext.GNUTranslations(f)._catalog  # the stdlib's parsed msgid -> msgstr
         before = len(pairs)
-        for english, translated in catalog.items():
-            if not isinstance(english, str) or not english or not isinstance(translated, str):
-                continue  # the header, plural forms
-            english, translated = (t.strip().replace("\u2019", "'") for t in (english, translated))
+        for english, translated in text_mod.catalog_messages(path).items():
             if translated.lower() != english.lower() and speakable(english) and keep_translation(translated):
                 pairs.append((translated, english))
         counts[domain] = len(pairs) - before

@@ -7,12 +7,15 @@ plain ASCII words and light punctuation. Numbers are spelled out here (engines d
 markup) drops the whole sentence instead, since the pool is far larger than we need.
 
 Sources (Debian packages): ``wordnet-base`` (example sentences quoted in the glosses) and
-``fortunes`` (fortune cookie files, split into sentences).
+``fortunes`` (fortune cookie files, split into sentences); for ``corpus.message_utterances``
+also the English messages of installed programs (their gettext catalogs' message ids:
+"Failed to fetch some archives.").
 """
 
 from __future__ import annotations
 
 import functools
+import gettext
 import hashlib
 import logging
 import random
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 WORDNET_DIR = Path("/usr/share/wordnet")  # Debian package wordnet-base
 FORTUNES_DIR = Path("/usr/share/games/fortunes")  # Debian package fortunes
+LOCALE_DIR = Path("/usr/share/locale")  # gettext catalogs: <lang>/LC_MESSAGES/<domain>.mo
 SPLITS = ("train", "dev", "test")
 
 # ----------------------------------------------------------------------------- numbers
@@ -359,6 +363,75 @@ def short_sentences(
     if len(chosen) < count:
         log.warning("corpus.short_utterances=%d: only %d short training sentences", count, len(chosen))
     return chosen
+
+
+# words of letters (any script's), joined by spaces, apostrophes, sentence punctuation or
+# single hyphens ("arrière-plan", not "--help")
+_SPEAKABLE = re.compile(r"^[^\W\d_]+(?:(?:[' ,.?!]+|-)[^\W\d_]+)*[ .?!]*$")
+_ACRONYM = re.compile(r"\b[^\W\d_]*[A-Z][^\W\d_]*[A-Z]")  # "OCSP", "GnuPG": spelt, not spoken
+
+
+def speakable(text: str) -> bool:
+    """Whether a message reads aloud one way: words and punctuation, no codes or acronyms.
+
+    >>> speakable("Impossible de lire le fichier."), speakable("%s: fichier introuvable")
+    (True, False)
+    """
+    return bool(_SPEAKABLE.match(text)) and not _ACRONYM.search(text)
+
+
+def catalog_messages(path: Path) -> dict[str, str]:
+    """Message id -> translation of one GNU ``.mo`` catalog (the header and plural forms left
+    out; typographic apostrophes made plain)."""
+    with path.open("rb") as f:
+        catalog = gettext.GNUTranslations(f)._catalog  # the stdlib's parsed msgid -> msgstr
+    return {
+        k.strip().replace("\u2019", "'"): v.strip().replace("\u2019", "'")
+        for k, v in catalog.items()
+        if isinstance(k, str) and k and isinstance(v, str)
+    }
+
+
+def message_sentences(
+    count: int, catalogs: Iterable[str], min_words: int, max_words: int, dev_fraction: float,
+    test_fraction: float, seed: int, locale_dir: Path = LOCALE_DIR,
+) -> list[str]:  # fmt: skip
+    """``count`` distinct training-split English messages of the gettext ``catalogs`` (domain
+    names; the message ids of every locale that translates them), ``min_words..max_words``
+    words, normalised as the other sentences and shuffled by ``seed``; for
+    ``corpus.message_utterances``: software messages are closer to spoken system prompts
+    ("Invalid password.") than glosses and fortunes are. None can be in dev or test."""
+    if count <= 0:
+        return []
+    catalogs = list(catalogs)
+    if not catalogs:
+        raise ValueError(f"corpus.message_utterances={count} reads the messages of corpus.catalogs, which is "
+                         "empty: name gettext domains, e.g. [git, coreutils, apt]")  # fmt: skip
+    found: set[str] = set()
+    for domain in catalogs:
+        paths = sorted(locale_dir.glob(f"*/LC_MESSAGES/{domain}.mo"))
+        if not paths:
+            log.warning("gettext catalog %s: in no locale under %s; skipped", domain, locale_dir)
+        for path in paths:
+            try:
+                found.update(m for m in catalog_messages(path) if speakable(m))
+            except Exception as error:  # the stdlib parser fails on some locales' headers; the others remain
+                log.warning("gettext catalog %s unreadable (%s); skipped", path, error)
+    seen, pool = set(), []
+    for message in sorted(found):
+        text = normalize_sentence(message)
+        if text is None or not min_words <= count_words(text) <= max_words:
+            continue
+        key = sentence_key(text)
+        if key not in seen and split_of(text, dev_fraction, test_fraction) == "train":
+            seen.add(key)
+            pool.append(text)
+    random.Random(seed).shuffle(pool)
+    if len(pool) < count:
+        log.warning("corpus.message_utterances=%d: only %d training messages", count, len(pool))
+    log.info("messages: %d of %d training messages of %d-%d words", min(count, len(pool)), len(pool),
+             min_words, max_words)  # fmt: skip
+    return pool[:count]
 
 
 def join_sentences(sentences: list[str], fraction: float, most: int, seed: int) -> list[str]:

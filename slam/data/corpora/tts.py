@@ -623,7 +623,9 @@ def synthesize_corpus(
     pool = text_mod.sentence_pool(cfg.min_words, cfg.max_words, cfg.seed)
     short = text_mod.short_sentences(cfg.short_utterances, cfg.min_words, cfg.dev_fraction, cfg.test_fraction,
                                      cfg.seed)  # fmt: skip
-    return speak_sentences(cfg, pool, audio_dir, splits, extra_train=short)
+    messages = text_mod.message_sentences(cfg.message_utterances, cfg.catalogs, cfg.min_words, cfg.max_words,
+                                          cfg.dev_fraction, cfg.test_fraction, cfg.seed)  # fmt: skip
+    return speak_sentences(cfg, pool, audio_dir, splits, extra_train=short + messages)
 
 
 # the in-process engines (kokoro, piper) register themselves in TTS_ENGINES on import
