@@ -9,9 +9,12 @@
 # skips every stage whose inputs the overrides leave alone. Then composes params.yaml with the
 # overrides (Hydra syntax, as `python -m slam.compose` takes them) and runs `dvc repro $TARGET`
 # with the clone's own code on $THREADS torch threads (default 1: two runs share two cores),
-# logging to $SCRATCH/run_NAME.log.
+# logging to $SCRATCH/run_NAME.log. RESUME_FROM=<checkpoint dir> continues that checkpoint under
+# the overrides' config (scripts/adopt_checkpoint.py), e.g. 1000 more steps of a trained run:
+#   RESUME_FROM=exp/asr/checkpoints/step-0002000 scripts/scratch_run.sh EXT train.max_steps=3000 \
+#     'train.lr_restarts=[1000,2000]'
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,11p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 name=$1
 shift
 repo=$(git rev-parse --show-toplevel)
@@ -26,5 +29,6 @@ dvc cache dir --local "$repo/.dvc/cache"
 dvc config --local cache.type hardlink,symlink  # linked from the shared cache, read-only
 dvc checkout --quiet || true  # outputs the cache lacks are left to the stages that make them
 python -m slam.compose "$@" runtime.threads="$threads"
+[ -z "${RESUME_FROM:-}" ] || python scripts/adopt_checkpoint.py "$(cd "$repo" && realpath "$RESUME_FROM")"
 setsid nohup dvc repro ${TARGET:-} > "$scratch/run_$name.log" 2>&1 < /dev/null &
 echo "$name: $dir, log $scratch/run_$name.log"

@@ -87,13 +87,16 @@ def run_key(cfg: SlamConfig) -> str:
     for unset in ("init_from", "lr_restarts"):  # off: the key runs had before the setting existed
         if not train[unset]:
             train.pop(unset)
+    corpus = dataclasses.asdict(cfg.corpus)
+    if not corpus["message_utterances"]:  # off: the key runs had before the setting existed
+        corpus.pop("message_utterances")
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
         "projector": dataclasses.asdict(cfg.projector),
         "llm": dataclasses.asdict(cfg.llm),
         "peft": dataclasses.asdict(cfg.peft),
         "train": train,
-        "corpus": dataclasses.asdict(cfg.corpus),
+        "corpus": corpus,
     }
     if cfg.train.init_from:  # the weights it starts from, not only their path
         payload["init_digest"] = assets_digest(trained_model_dir(cfg.train.init_from))

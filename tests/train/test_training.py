@@ -427,3 +427,15 @@ def test_lr_restarts_follow_a_run_resumed_with_more_steps(tiny_cfg):
         cfg.train.lr_restarts = bad
         with pytest.raises(ValueError, match="train.lr_restarts"):
             lr_lambda(cfg)
+
+
+def test_a_corpus_setting_left_off_keeps_the_run_key_a_set_one_changes_it(tiny_cfg):
+    """Checkpoints of runs from before ``corpus.message_utterances`` existed still resume; a
+    corpus with messages is another run."""
+    from slam.train.loop import run_key
+
+    key = run_key(tiny_cfg)
+    tiny_cfg.corpus.message_utterances = 300
+    assert run_key(tiny_cfg) != key
+    tiny_cfg.corpus.message_utterances = 0
+    assert run_key(tiny_cfg) == key
