@@ -264,7 +264,10 @@ def score(cfg: SlamConfig) -> dict:
         run_file = directory / RUN_FILE
         if run_file.exists():
             run_ids[system] = json.loads(run_file.read_text())["mlflow_run_id"]
-            with start_run(cfg, system, run_id=run_ids[system]):
+            with start_run(cfg, system, run_id=run_ids[system]) as run:
+                # a decoding DVC restored from its run-cache ran in another checkout, whose MLflow
+                # store holds its run: this one records it as a new run
+                run_ids[system] = run.info.run_id
                 for name, summary in metrics[system].items():
                     mlflow.log_metrics({f"{key}_{name.replace('.', '_')}": summary[key]
                                         for key in scoring.logged

@@ -343,6 +343,32 @@ def test_the_score_stage_leaves_records_that_a_fresh_store_imports_as_the_same_r
     assert len(fresh.search_runs([experiment])) == len(records)
 
 
+def test_a_decoding_from_another_checkout_is_scored_into_a_new_run(grid, tmp_path, monkeypatch):
+    """DVC's run-cache restores a decode stage that ran in another checkout (a scratch clone):
+    its run id is in that checkout's MLflow store only. Scoring records it as a new run here,
+    with the scores and the record, instead of failing on the unknown id."""
+    import shutil
+
+    from slam.track.records import load_record
+
+    b = grid["runs"]["b"]
+    cfg = copy.deepcopy(b["cfg"])
+    shutil.copytree(Path(cfg.train.dir), tmp_path / "exp")
+    cfg.train.dir, cfg.score.dir = str(tmp_path / "exp"), str(tmp_path / "metrics")
+    cfg.decode.dir, cfg.baseline.dir = str(tmp_path / "exp" / "hyps"), str(tmp_path / "exp" / "baseline")
+    cfg.tracking.uri = f"sqlite:///{tmp_path / 'here.db'}"
+    foreign = "0" * 32
+    (Path(cfg.decode.dir) / RUN_FILE).write_text(json.dumps({"mlflow_run_id": foreign}))
+    monkeypatch.setenv("DVC_ROOT", str(grid["root"] / "dvc-without-lock"))
+    monkeypatch.setenv("DVC_STAGE", "score")
+    score(cfg)
+    record = load_record(tmp_path / "metrics" / "asr" / "runs" / "llm")
+    assert record["run_id"] != foreign
+    run = MlflowClient(cfg.tracking.uri).get_run(record["run_id"])
+    assert run.data.metrics["wer_test_beam1"] == pytest.approx(b["wer"]["llm"]["test.beam1"]["wer"])
+    assert run.data.tags["system"] == "llm"
+
+
 def test_a_broken_record_is_named(tmp_path):
     from slam.track.records import load_record
 
