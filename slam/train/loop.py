@@ -84,12 +84,12 @@ def run_key(cfg: SlamConfig) -> str:
     train = dataclasses.asdict(cfg.train)
     for k in ("eval_every", "checkpoint_every", "log_every", "dev_max_cuts", "dir", "keep_best"):
         train.pop(k)
-    for unset in ("init_from", "lr_restarts"):  # off: the key runs had before the setting existed
-        if not train[unset]:
-            train.pop(unset)
     corpus = dataclasses.asdict(cfg.corpus)
-    if not corpus["message_utterances"]:  # off: the key runs had before the setting existed
-        corpus.pop("message_utterances")
+    # settings added after runs were keyed: when off, left out, so those runs keep their key
+    for section, added in ((train, ("init_from", "lr_restarts")), (corpus, ("message_utterances",))):
+        for key in added:
+            if not section[key]:
+                section.pop(key)
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
         "projector": dataclasses.asdict(cfg.projector),

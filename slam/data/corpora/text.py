@@ -330,6 +330,21 @@ def _chain(*iterables: Iterable[str]) -> Iterator[str]:
         yield from iterable
 
 
+def distinct_sentences(texts: Iterable[str | None], min_words: int, max_words: int) -> list[str]:
+    """The first of each sentence (by :func:`sentence_key`) among ``texts`` that has
+    ``min_words..max_words`` words, in their order (``None``: a text normalisation dropped)."""
+    seen: set[str] = set()
+    kept = []
+    for text in texts:
+        if text is None or not min_words <= count_words(text) <= max_words:
+            continue
+        key = sentence_key(text)
+        if key not in seen:
+            seen.add(key)
+            kept.append(text)
+    return kept
+
+
 def sentence_pool(
     min_words: int,
     max_words: int,
@@ -338,14 +353,7 @@ def sentence_pool(
     fortunes_dir: Path = FORTUNES_DIR,
 ) -> list[str]:
     """All usable distinct sentences of ``min_words..max_words`` words, shuffled by ``seed``."""
-    seen: set[str] = set()
-    pool = []
-    for text in _normalized_sources(wordnet_dir, fortunes_dir):
-        key = sentence_key(text)
-        if key in seen or not min_words <= count_words(text) <= max_words:
-            continue
-        seen.add(key)
-        pool.append(text)
+    pool = distinct_sentences(_normalized_sources(wordnet_dir, fortunes_dir), min_words, max_words)
     random.Random(seed).shuffle(pool)
     log.info("sentence pool: %d distinct sentences of %d-%d words", len(pool), min_words, max_words)
     return pool
@@ -417,15 +425,8 @@ def message_sentences(
                 found.update(m for m in catalog_messages(path) if speakable(m))
             except Exception as error:  # the stdlib parser fails on some locales' headers; the others remain
                 log.warning("gettext catalog %s unreadable (%s); skipped", path, error)
-    seen, pool = set(), []
-    for message in sorted(found):
-        text = normalize_sentence(message)
-        if text is None or not min_words <= count_words(text) <= max_words:
-            continue
-        key = sentence_key(text)
-        if key not in seen and split_of(text, dev_fraction, test_fraction) == "train":
-            seen.add(key)
-            pool.append(text)
+    texts = distinct_sentences(map(normalize_sentence, sorted(found)), min_words, max_words)
+    pool = [text for text in texts if split_of(text, dev_fraction, test_fraction) == "train"]
     random.Random(seed).shuffle(pool)
     if len(pool) < count:
         log.warning("corpus.message_utterances=%d: only %d training messages", count, len(pool))
