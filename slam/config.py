@@ -83,6 +83,10 @@ class CorpusConfig:
     # ``catalogs`` (software messages, nearer to a phone system's prompts than the glosses and
     # fortunes are; slam.data.corpora.text.message_sentences), min_words..max_words words
     message_utterances: int = 0
+    # extra training utterances of spoken numbers, ordinals, dates, times, digit strings and
+    # spelling-alphabet words (slam.data.corpora.text.spoken_forms): what a phone system says
+    # one or two words at a time and the sentence sources hardly ever do
+    spoken_form_utterances: int = 0
     # share of the synthetic training cuts sent through a telephone channel (8 kHz, mu-law;
     # slam.data.corpora.channel), for real telephone speech such as asterisk_en
     telephone_fraction: float = 0.0
@@ -501,6 +505,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "num_workers": NON_NEGATIVE,  # 0: one per core
         "short_utterances": NON_NEGATIVE,
         "message_utterances": NON_NEGATIVE,
+        "spoken_form_utterances": NON_NEGATIVE,
         "switch_rate": Range(0, 1, low_open=True),  # 0 would switch nothing: no code-switched corpus
     },
     EncoderConfig: {"layer": Range(1, special=(-1,)), "context_seconds": NON_NEGATIVE},  # -1: the last

@@ -86,10 +86,11 @@ def run_key(cfg: SlamConfig) -> str:
         train.pop(k)
     corpus = dataclasses.asdict(cfg.corpus)
     # settings added after runs were keyed: when off, left out, so those runs keep their key
-    for section, added in ((train, ("init_from", "lr_restarts")), (corpus, ("message_utterances",))):
-        for key in added:
-            if not section[key]:
-                section.pop(key)
+    added_later = {"init_from": train, "lr_restarts": train, "message_utterances": corpus,
+                   "spoken_form_utterances": corpus}  # fmt: skip
+    for key, section in added_later.items():
+        if not section[key]:
+            section.pop(key)
     payload = {
         "encoder": dataclasses.asdict(cfg.encoder),
         "projector": dataclasses.asdict(cfg.projector),

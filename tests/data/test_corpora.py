@@ -36,6 +36,7 @@ from slam.data.corpora.text import (
     pick_sentences,
     sentence_key,
     split_of,
+    spoken_forms,
     year_to_words,
 )
 from slam.data.corpora.tts import EspeakEngine, PicoEngine, RenderJob, render
@@ -220,6 +221,18 @@ def test_message_sentences_are_the_training_split_messages_of_the_named_catalogs
     assert message_sentences(0, [], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path) == []
     with pytest.raises(ValueError, match="corpus.catalogs"):
         message_sentences(5, [], 4, 14, 0.25, 0.25, seed=0, locale_dir=tmp_path)
+
+
+def test_spoken_forms_are_distinct_training_phrases_the_engines_read_as_written() -> None:
+    got = spoken_forms(600, 0.25, 0.25, seed=0)
+    assert len(got) == 600 and len({sentence_key(t) for t in got}) == 600
+    assert got == spoken_forms(600, 0.25, 0.25, seed=0) != spoken_forms(600, 0.25, 0.25, seed=1)
+    assert all(split_of(t, 0.25, 0.25) == "train" for t in got)
+    # the engines are fed normalised text: a phrase the normaliser would change is not what is said
+    assert all(normalize_sentence(t) == t for t in got)
+    words = {w for t in got for w in sentence_key(t).split()}
+    assert {"o'clock", "fifteenth", "sierra", "october", "oh"} <= words  # every kind is drawn
+    assert spoken_forms(0, 0.25, 0.25, seed=0) == []
 
 
 def test_training_cuts_that_say_a_real_prompt_are_dropped() -> None:

@@ -435,7 +435,8 @@ def test_a_corpus_setting_left_off_keeps_the_run_key_a_set_one_changes_it(tiny_c
     from slam.train.loop import run_key
 
     key = run_key(tiny_cfg)
-    tiny_cfg.corpus.message_utterances = 300
-    assert run_key(tiny_cfg) != key
-    tiny_cfg.corpus.message_utterances = 0
-    assert run_key(tiny_cfg) == key
+    for added in ("message_utterances", "spoken_form_utterances"):
+        setattr(tiny_cfg.corpus, added, 300)
+        assert run_key(tiny_cfg) != key
+        setattr(tiny_cfg.corpus, added, 0)
+        assert run_key(tiny_cfg) == key

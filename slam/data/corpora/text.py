@@ -9,7 +9,8 @@ markup) drops the whole sentence instead, since the pool is far larger than we n
 Sources (Debian packages): ``wordnet-base`` (example sentences quoted in the glosses) and
 ``fortunes`` (fortune cookie files, split into sentences); for ``corpus.message_utterances``
 also the English messages of installed programs (their gettext catalogs' message ids:
-"Failed to fetch some archives.").
+"Failed to fetch some archives."); for ``corpus.spoken_form_utterances`` phrases of numbers,
+dates, times, digit strings and the spelling alphabet, drawn from a small grammar.
 """
 
 from __future__ import annotations
@@ -433,6 +434,87 @@ def message_sentences(
     log.info("messages: %d of %d training messages of %d-%d words", min(count, len(pool)), len(pool),
              min_words, max_words)  # fmt: skip
     return pool[:count]
+
+
+# --------------------------------------------------------------------------- spoken forms
+
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+MONTHS = "January February March April May June July August September October November December".split()
+# the ICAO/NATO spelling alphabet, as English writes it
+SPELLING_ALPHABET = (
+    "Alpha Bravo Charlie Delta Echo Foxtrot Golf Hotel India Juliet Kilo Lima Mike November "
+    "Oscar Papa Quebec Romeo Sierra Tango Uniform Victor Whiskey X-ray Yankee Zulu"
+).split()
+_DIGITS = _ONES[:10]
+
+
+def _spoken_cardinal(rng: random.Random) -> str:
+    # small numbers most often, as speech has them; up to the billions now and then
+    n = rng.choice([rng.randint(0, 100), rng.randint(100, 9999), int(10 ** rng.uniform(4, 9.5))])
+    return number_to_words(n)
+
+
+def _spoken_ordinal(rng: random.Random) -> str:
+    n = rng.choice([rng.randint(1, 31), rng.randint(1, 100), rng.randint(100, 1000)])
+    return rng.choice(["", "the "]) + ordinal_to_words(n)
+
+
+def _spoken_date(rng: random.Random) -> str:
+    day, month = ordinal_to_words(rng.randint(1, 31)), rng.choice(MONTHS)
+    year = year_to_words(rng.randint(1900, 2099))
+    weekday = rng.choice(WEEKDAYS)
+    return rng.choice([
+        f"{month} {day}", f"{month} the {day}", f"the {day} of {month}", f"{weekday}, {month} {day}",
+        f"{weekday} the {day}", f"{month} {day}, {year}", f"{month} {year}", f"{weekday}", f"{month}",
+        f"next {weekday}", f"last {weekday}", f"{weekday} morning", f"{weekday} afternoon",
+    ])  # fmt: skip
+
+
+def _spoken_time(rng: random.Random) -> str:
+    hour, minute = number_to_words(rng.randint(1, 12)), rng.randint(1, 59)
+    minutes = f"oh {_DIGITS[minute]}" if minute < 10 else number_to_words(minute)
+    return rng.choice([
+        f"{hour} o'clock", f"half past {hour}", f"a quarter past {hour}", f"a quarter to {hour}",
+        f"{hour} {minutes}", f"{number_to_words(minute)} minutes past {hour}",
+        f"{number_to_words(minute)} minutes", f"{number_to_words(rng.randint(2, 59))} seconds",
+    ])  # fmt: skip
+
+
+def _spoken_digits(rng: random.Random) -> str:
+    # a phone number, an extension or a code read digit by digit ("oh" or "zero" for 0)
+    zero = rng.choice(["zero", "oh"])
+    digits = [_DIGITS[rng.randint(0, 9)] for _ in range(rng.randint(2, 7))]
+    return " ".join(zero if d == "zero" else d for d in digits)
+
+
+def _spoken_spelling(rng: random.Random) -> str:
+    return " ".join(rng.choice(SPELLING_ALPHABET) for _ in range(rng.randint(1, 4)))
+
+
+# what spoken_forms draws from, one kind per utterance, each as likely
+SPOKEN_FORMS = (_spoken_cardinal, _spoken_ordinal, _spoken_date, _spoken_time, _spoken_digits,
+                _spoken_spelling)
+
+
+def spoken_forms(count: int, dev_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """``count`` distinct training-split phrases of how numbers, dates, times, digit strings and
+    the spelling alphabet are said ("The twenty-first.", "March the third, nineteen oh five.",
+    "Four one five two.", "Sierra Tango."), drawn by ``seed``; for
+    ``corpus.spoken_form_utterances``: a phone system says these one or two words at a time,
+    and the sentence sources hardly ever do. None can be in dev or test."""
+    rng = random.Random(seed)
+    chosen: dict[str, str] = {}
+    for _ in range(50 * count):  # the phrase space is large; the bound only ends a tiny one
+        if len(chosen) >= count:
+            break
+        words = rng.choice(SPOKEN_FORMS)(rng)
+        text = words[0].upper() + words[1:] + "."
+        key = sentence_key(text)
+        if key not in chosen and split_of(text, dev_fraction, test_fraction) == "train":
+            chosen[key] = text
+    if len(chosen) < count:
+        log.warning("corpus.spoken_form_utterances=%d: only %d distinct training phrases", count, len(chosen))
+    return list(chosen.values())
 
 
 def join_sentences(sentences: list[str], fraction: float, most: int, seed: int) -> list[str]:

@@ -625,7 +625,8 @@ def synthesize_corpus(
                                      cfg.seed)  # fmt: skip
     messages = text_mod.message_sentences(cfg.message_utterances, cfg.catalogs, cfg.min_words, cfg.max_words,
                                           cfg.dev_fraction, cfg.test_fraction, cfg.seed)  # fmt: skip
-    return speak_sentences(cfg, pool, audio_dir, splits, extra_train=short + messages)
+    spoken = text_mod.spoken_forms(cfg.spoken_form_utterances, cfg.dev_fraction, cfg.test_fraction, cfg.seed)
+    return speak_sentences(cfg, pool, audio_dir, splits, extra_train=short + messages + spoken)
 
 
 # the in-process engines (kokoro, piper) register themselves in TTS_ENGINES on import
