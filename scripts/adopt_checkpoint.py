@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 
 from slam.config import load_config
-from slam.train.loop import BEST, CHECKPOINTS, run_key
+from slam.train.loop import BEST, CHECKPOINTS, TRAINABLE, best_record, run_key
+from slam.utils import atomic_dir, atomic_write_json
 
 
 def main() -> None:
@@ -56,9 +57,9 @@ def adopt_best(checkpoint: Path, state: dict, target: Path, key: str) -> None:
     else:
         print(f"{best}: none as at step {state['step']}; the continuation's evaluations pick its best")
         return
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / "trainable.safetensors", target / "trainable.safetensors")
-    (target / "state.json").write_text(json.dumps({**record, "run_key": key}, indent=2))
+    with atomic_dir(target) as tmp:
+        shutil.copy2(source / TRAINABLE, tmp / TRAINABLE)
+        atomic_write_json(tmp / "state.json", best_record(key, record["step"], record["dev_wer"]))
     print(f"{source} (step {record['step']}, dev WER {record['dev_wer']:.4f}) -> {target} (run {key})")
 
 

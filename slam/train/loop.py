@@ -210,14 +210,19 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
     barrier()
 
 
+def best_record(key: str, step: int, dev_wer: float) -> dict:
+    """What ``best/state.json`` holds (:func:`restore_best` reads it)."""
+    return {"run_key": key, "step": step, "dev_wer": dev_wer}
+
+
 def save_best(directory: Path, model: torch.nn.Module, state: dict) -> None:
     """The trainable weights of the evaluated step with the lowest dev WER so far."""
     weights = gathered_trainable(model)
     if is_main():
         with atomic_dir(directory / BEST) as tmp:
             save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / TRAINABLE))
-            atomic_write_json(tmp / "state.json", {"run_key": state["run_key"], "step": state["best_step"],
-                                                   "dev_wer": state["best_dev_wer"]})
+            atomic_write_json(tmp / "state.json", best_record(state["run_key"], state["best_step"],
+                                                              state["best_dev_wer"]))
     barrier()
 
 
