@@ -5,7 +5,8 @@
 ``MODEL`` is a trained model directory, or a training checkpoint (``step-*``, e.g. the one right
 after the CTC warm-up) read with the config of ``--params`` (default ``params.yaml``).
 A setting is ``ctc`` (the CTC head's best path alone), ``g<w>`` (greedy, CTC weight w; g0 = the
-LLM alone) or ``b<beams>:<w>`` (``--ctc-max-words`` applies to both). It decodes the first N
+LLM alone) or ``b<beams>:<w>`` (``--ctc-max-words`` applies to both); a trailing ``s``
+(``b4:0.5s``) turns on ``decode.ctc_spell_unknown``. It decodes the first N
 cached dev cuts (of ``--dev-cache``, so models trained on other corpora are scored on the same
 cuts; a model whose encoder trained
 reads the audio of ``--corpus`` instead, default its own corpus) and prints one JSON line each,
@@ -43,12 +44,15 @@ from slam.utils import setup_runtime
 
 
 def parse_setting(setting: str, decode: DecodeConfig) -> tuple[int, DecodeConfig]:
-    """``g0.5`` -> (1 beam, CTC weight 0.5); ``b4:0.3`` -> (4, 0.3)."""
+    """``g0.5`` -> (1 beam, CTC weight 0.5); ``b4:0.3`` -> (4, 0.3); ``b4:0.3s`` -> the same
+    with unknown tokens spelled (``decode.ctc_spell_unknown``)."""
+    spell = setting.endswith("s")
+    setting = setting.removesuffix("s")
     if setting.startswith("g"):
         beams, weight = 1, setting[1:]
     else:
         beams, weight = setting[1:].split(":")
-    return int(beams), dataclasses.replace(decode, ctc_weight=float(weight))
+    return int(beams), dataclasses.replace(decode, ctc_weight=float(weight), ctc_spell_unknown=spell)
 
 
 def breakdown(refs: dict, hyps: dict, group: dict[str, str], cfg) -> dict[str, dict]:

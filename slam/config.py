@@ -284,6 +284,9 @@ class DecodeConfig:
     # not asked (ASR recipes, models with a CTC head; 0: off): a single word gives the LLM no
     # context to use, and its prior replaces the word heard ("fifteen" -> "Six") or adds words
     ctc_max_words: int = 0
+    # joint decoding may write a token the CTC head has no class for (no training transcript
+    # held it) as the class tokens that spell it, instead of never (slam.decode.ctc_prefix)
+    ctc_spell_unknown: bool = False
     # keyword boosting (slam.decode.keyword_boost): score added per token of a word of the row's
     # keyword list when the batch carries lists (recipes asr_bias, asr_keywords); 0: off
     keyword_bonus: float = 0.0

@@ -11,7 +11,13 @@ It runs inside ``generate`` as a ``LogitsProcessor``, so greedy and beam search 
 Only some candidates per row are CTC-scored (ESPnet's partial scoring; the whole vocabulary
 would cost T x V per step): the LLM's ``pre_beam`` best, and the tokens the CTC head itself
 hears in the utterance (the two likeliest non-blank classes of each frame), so that a word the
-LLM's prior ranks low can still be written when the audio says it. Neither torchaudio nor
+LLM's prior ranks low can still be written when the audio says it.
+
+The CTC classes are the tokens of the training transcripts, so a word whose token no training
+transcript holds ("activated" when only "activate" was read) has no class: it is impossible
+unless ``spell`` is given, which writes such a token as the fewest class tokens that spell it
+(" activ" + "ated") and scores that sequence, so the LLM can still write a word the CTC head
+hears in pieces. Neither torchaudio nor
 transformers ships a CTC prefix scorer over an outside model's logits, hence this module (about
 80 lines of the standard recursion).
 """
@@ -45,6 +51,7 @@ class CTCPrefixScorer(LogitsProcessor):
         pre_beam: int = 8,
         num_beams: int = 1,
         extra_candidates: Callable[[int, tuple[int, ...]], list[int]] | None = None,
+        spell: Callable[[int], tuple[int, ...]] | None = None,
     ) -> None:
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"decode.ctc_weight must be in (0, 1], got {weight}")
@@ -53,6 +60,9 @@ class CTCPrefixScorer(LogitsProcessor):
         self.weight, self.pre_beam, self.num_beams, self.eos_id = weight, pre_beam, num_beams, eos_id
         # (row, prefix) -> more tokens to score (a keyword list's continuations: KeywordBoost)
         self.extra_candidates = extra_candidates
+        # LLM token id outside the classes -> the class indices that spell it (() : none)
+        self.spell = spell
+        self.spelled: dict[int, tuple[int, ...]] = {}
         self.blank = log_probs.shape[-1] - 1
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
@@ -81,6 +91,17 @@ class CTCPrefixScorer(LogitsProcessor):
                 self.states[key] = (r[0], psi[0])
         return self.states[key]
 
+    def classes_of(self, token: int) -> tuple[int, ...]:
+        """The CTC classes that write LLM ``token``: its own, else its spelling (``spell``),
+        else none (the CTC head cannot write it)."""
+        if token < len(self.class_of) and self.class_of[token] >= 0:
+            return (int(self.class_of[token]),)
+        if self.spell is None or token == self.eos_id:
+            return ()
+        if token not in self.spelled:
+            self.spelled[token] = self.spell(token)
+        return self.spelled[token]
+
     def extend(
         self, sample: int, prefix: tuple[int, ...], tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,26 +110,17 @@ class CTCPrefixScorer(LogitsProcessor):
         r_prev, psi_prev = self._state(sample, prefix)
         T = int(self.lengths[sample])
         lp = self.log_probs[sample, :T]
-        cls = self.class_of[tokens.clamp(max=len(self.class_of) - 1)]
-        cls = torch.where(tokens < len(self.class_of), cls, torch.full_like(cls, -1))
-        known = cls >= 0
-        x = torch.where(known[None], lp[:, cls.clamp(min=0)], torch.full((T, len(tokens)), NEG_INF))
-        r_sum = torch.logaddexp(r_prev[:T, 0], r_prev[:T, 1])  # [T]
-        # a repeated token needs a blank between: only paths ending in blank extend to it
-        last = prefix[-1] if prefix else None
-        phi = r_sum[:, None].expand(T, len(tokens)).clone()
-        if last is not None:
-            same = tokens == last
-            phi[:, same] = r_prev[:T, 1][:, None]
-        r = torch.full((T, len(tokens), 2), NEG_INF)
-        start = len(prefix)
-        if start == 0:
-            r[0, :, 0] = x[0]
-        psi = r[max(start, 1) - 1, :, 0].clone() if start < T else torch.full((len(tokens),), NEG_INF)
-        for t in range(max(start, 1), T):
-            r[t, :, 0] = torch.logaddexp(r[t - 1, :, 0], phi[t - 1]) + x[t]
-            r[t, :, 1] = torch.logaddexp(r[t - 1, :, 0], r[t - 1, :, 1]) + lp[t, self.blank]
-            psi = torch.logaddexp(psi, phi[t - 1] + x[t])
+        spellings = [self.classes_of(t) for t in tokens.tolist()]
+        first = torch.tensor([c[0] if c else -1 for c in spellings], dtype=torch.long)
+        known = first >= 0
+        written = self.classes_of(prefix[-1]) if prefix else ()
+        r, psi = self._advance(lp, r_prev[:T], written[-1] if written else None, first, len(prefix))
+        for i, classes in enumerate(spellings):  # the further pieces of spelled tokens
+            for k in range(1, len(classes)):
+                r_i, psi_i = self._advance(lp, r[:, i], classes[k - 1], torch.tensor(classes[k : k + 1]),
+                                           len(prefix) + k)  # fmt: skip
+                r[:, i], psi[i] = r_i[:, 0], psi_i[0]
+        r_sum = torch.logaddexp(r_prev[:T, 0], r_prev[:T, 1])
         is_eos = tokens == self.eos_id
         psi[is_eos] = r_sum[-1] if T > 0 else 0.0
         psi[~known & ~is_eos] = NEG_INF
@@ -116,6 +128,30 @@ class CTCPrefixScorer(LogitsProcessor):
         full = torch.full((r_prev.shape[0], len(tokens), 2), NEG_INF)
         full[:T] = r
         return full.transpose(0, 1), psi, psi_prev
+
+    def _advance(
+        self, lp: torch.Tensor, r_prev: torch.Tensor, last: int | None, cls: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One CTC label more: forward variables ``[T, K, 2]`` and prefix log-probabilities
+        ``[K]`` of a prefix (variables ``r_prev [T, 2]``, last class ``last``) extended by each
+        class in ``cls`` (-1: impossible); ``start``: labels before it, so no earlier frame."""
+        T = lp.shape[0]
+        x = torch.where(cls[None] >= 0, lp[:, cls.clamp(min=0)], torch.full((T, len(cls)), NEG_INF))
+        r_sum = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])  # [T]
+        # a repeated class needs a blank between: only paths ending in blank extend to it
+        phi = r_sum[:, None].expand(T, len(cls)).clone()
+        if last is not None:
+            same = cls == last
+            phi[:, same] = r_prev[:, 1][:, None]
+        r = torch.full((T, len(cls), 2), NEG_INF)
+        if start == 0:
+            r[0, :, 0] = x[0]
+        psi = r[max(start, 1) - 1, :, 0].clone() if start < T else torch.full((len(cls),), NEG_INF)
+        for t in range(max(start, 1), T):
+            r[t, :, 0] = torch.logaddexp(r[t - 1, :, 0], phi[t - 1]) + x[t]
+            r[t, :, 1] = torch.logaddexp(r[t - 1, :, 0], r[t - 1, :, 1]) + lp[t, self.blank]
+            psi = torch.logaddexp(psi, phi[t - 1] + x[t])
+        return r, psi
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         llm = scores.float().log_softmax(-1)

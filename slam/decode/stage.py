@@ -199,6 +199,7 @@ def decode(cfg: SlamConfig) -> dict:
         cfg.decode.batch_size, cfg.decode.max_new_tokens,
         *([cfg.decode.ctc_weight, cfg.decode.ctc_pre_beam] if cfg.decode.ctc_weight > 0 else []),
         *([("ctc_max_words", cfg.decode.ctc_max_words)] if cfg.decode.ctc_max_words > 0 else []),
+        *([("ctc_spell_unknown", True)] if cfg.decode.ctc_spell_unknown and cfg.decode.ctc_weight else []),
         *([cfg.decode.keyword_bonus] if cfg.decode.keyword_bonus > 0 else []),
         *recipe.decode_key(cfg),  # e.g. the biasing lists shape the prompts
     )  # fmt: skip

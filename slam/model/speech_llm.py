@@ -177,6 +177,33 @@ class SpeechLLM(nn.Module):
             return self.ctc_classes
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
 
+    def ctc_spelling(self) -> Callable[[int], tuple[int, ...]]:
+        """For joint decoding (``decode.ctc_spell_unknown``): an LLM token outside the CTC classes
+        -> the fewest class indices whose token strings, joined, are its string (``()``: none, and
+        for special tokens). The tokenizer cannot do this itself: its merges always give the
+        whole token back, and the classes are an arbitrary subset of its vocabulary."""
+        ids = self.ctc_class_ids().tolist()
+        strings = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        special = set(self.tokenizer.all_special_ids)
+        pieces = {strings[t]: i for i, t in enumerate(ids) if t not in special and strings[t]}
+        longest = max(map(len, pieces), default=0)
+
+        def spell(token: int) -> tuple[int, ...]:
+            if token in special or not 0 <= token < len(strings):
+                return ()
+            text = strings[token]
+            best: list[tuple[int, ...] | None] = [()] + [None] * len(text)  # best[j]: text[:j]
+            for i in range(len(text)):
+                if best[i] is None:
+                    continue
+                for j in range(i + 1, min(len(text), i + longest) + 1):
+                    piece = pieces.get(text[i:j])
+                    if piece is not None and (best[j] is None or len(best[i]) + 1 < len(best[j])):
+                        best[j] = best[i] + (piece,)
+            return best[-1] or ()
+
+        return spell
+
     def ctc_loss(
         self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
         log_probs: torch.Tensor | None = None,
@@ -418,6 +445,7 @@ class SpeechLLM(nn.Module):
                     part["inputs"], part["lengths"], num_beams=num_beams,
                     max_new_tokens=decode.max_new_tokens, instructions=part["instructions"],
                     ctc_weight=decode.ctc_weight, ctc_pre_beam=decode.ctc_pre_beam,
+                    ctc_spell_unknown=decode.ctc_spell_unknown,
                     keywords=part["keywords"], keyword_bonus=decode.keyword_bonus,
                 )))  # fmt: skip
         return [hyps[i] for i in rows]
@@ -439,6 +467,7 @@ class SpeechLLM(nn.Module):
         instructions: list[str] | None = None,
         ctc_weight: float = 0.0,
         ctc_pre_beam: int = 8,
+        ctc_spell_unknown: bool = False,
         keywords: list[list[str]] | None = None,
         keyword_bonus: float = 0.0,
     ) -> list[str]:
@@ -457,6 +486,7 @@ class SpeechLLM(nn.Module):
                 log_probs.cpu(), audio_lengths.cpu(), self.ctc_class_ids(), self.prompt.eos_id,
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
                 extra_candidates=boost.continuations if boost else None,
+                spell=self.ctc_spelling() if ctc_spell_unknown else None,
             ))  # fmt: skip
         if boost:  # after the CTC scorer, whose candidates it adds to
             processors.append(boost)

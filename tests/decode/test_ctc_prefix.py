@@ -49,6 +49,60 @@ def test_prefix_scores_match_every_alignment(prefix):
             assert score == pytest.approx(brute_force(log_probs[0], prefix + (token,), whole=False), abs=1e-4)
 
 
+SPELLED = {40: (0, 1), 41: (2,) * 2}  # token 40 is written as 11 12, token 41 as 13 13
+
+
+@pytest.mark.parametrize("prefix", [(), (11,), (12,), (40,), (41, 12)])
+def test_a_token_without_a_class_is_scored_as_its_spelling(prefix):
+    """decode.ctc_spell_unknown: a token the CTC head has no class for gets the prefix score of
+    the classes that spell it (repeats need their blank, within and across tokens); without a
+    spelling it stays impossible."""
+    torch.manual_seed(2)
+    log_probs = torch.randn(1, 6, 4).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([6]), CLASSES, EOS, spell=lambda t: SPELLED.get(t, ()))
+    written = tuple(int(CLASSES[c]) for t in prefix for c in SPELLED.get(t, (int(t) - 11,)))
+    tokens = torch.tensor([11, 12, 40, 41, 42, EOS])  # 42: no class, no spelling
+    _, psi, psi_prev = scorer.extend(0, prefix, tokens)
+    if prefix:
+        assert psi_prev.item() == pytest.approx(brute_force(log_probs[0], written, whole=False), abs=1e-4)
+    for token, score in zip(tokens.tolist(), psi.tolist()):
+        if token == 42:
+            assert score < -1e29
+        elif token == EOS:
+            assert score == pytest.approx(brute_force(log_probs[0], written, whole=True), abs=1e-4)
+        else:
+            pieces = tuple(int(CLASSES[c]) for c in SPELLED.get(token, (token - 11,)))
+            expected = brute_force(log_probs[0], written + pieces, whole=False)
+            if expected == -math.inf:  # more labels and blanks than frames
+                assert score < -1e29
+            else:
+                assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_spelling_takes_the_fewest_class_tokens_and_never_a_special_one(tiny_cfg):
+    tiny_cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    tok = model.tokenizer
+    strings = tok.convert_ids_to_tokens(list(range(len(tok))))
+    special = set(tok.all_special_ids)
+    index = {strings[t]: t for t in range(len(tok)) if t not in special}
+    # a token whose first characters (two or more) are a token too ("Ġthe", "Ġth")
+    word, cut = next((t, k) for t in index.values() for k in range(len(strings[t]) - 1, 1, -1)
+                     if strings[t][:k] in index)  # fmt: skip
+    text, head = strings[word], index[strings[word][:cut]]
+    singles = {s: t for s, t in index.items() if len(s) == 1}
+    model.restrict_ctc([*singles.values(), head, model.prompt.eos_id])
+    ids = model.ctc_class_ids().tolist()
+    spell = model.ctc_spelling()
+    pieces = spell(word)
+    assert "".join(strings[ids[c]] for c in pieces) == text
+    # the head, then single characters
+    assert len(pieces) == 1 + len(text) - cut and strings[ids[pieces[0]]] == text[:cut]
+    assert spell(model.prompt.eos_id) == ()  # specials are never spelled out of "<", "|", ...
+    model.restrict_ctc([head])  # the rest of the word has no class
+    assert model.ctc_spelling()(word) == ()
+
+
 def test_padding_frames_do_not_count():
     torch.manual_seed(1)
     log_probs = torch.randn(2, 6, 4).log_softmax(-1)
