@@ -241,6 +241,10 @@ class TrainConfig:
     # steps of big batches (no LLM forward, ~0.4 s a step). The LLM then starts from audio
     # embeddings that already spell the transcript and uses them hundreds of steps sooner.
     ctc_warmup_steps: int = 0
+    # A token that occurs fewer times in the training transcripts gets no CTC class: the CTC
+    # targets spell it in the classes (the characters of such tokens among them), so the head
+    # learns pieces of words it can spell unseen words with. > 1 needs decode.ctc_spell_unknown.
+    ctc_min_count: int = 1
     ctc_warmup_lr: float = 2.0e-3
     ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
     # SpecAugment on the encoder outputs (cached or not) in training, warm-up included
@@ -526,6 +530,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "warmup_steps": NON_NEGATIVE,
         "decay_fraction": FRACTION, "min_lr_ratio": FRACTION, "lr_restarts": COUNT, "max_grad_norm": POSITIVE,
         "ctc_weight": NON_NEGATIVE, "ctc_warmup_steps": NON_NEGATIVE, "ctc_warmup_lr": POSITIVE,
+        "ctc_min_count": COUNT,
         "ctc_warmup_max_duration": POSITIVE, "spec_time_masks": NON_NEGATIVE, "spec_time_width": COUNT,
         "spec_time_fraction": FRACTION, "spec_feature_masks": NON_NEGATIVE, "spec_feature_width": COUNT,
         "eval_every": COUNT, "dev_max_cuts": COUNT,
@@ -577,6 +582,10 @@ def check_values(cfg: SlamConfig) -> None:
     found = _out_of_range(cfg)
     if found:
         raise ConfigError(f"bad config: {found}")
+    if cfg.train.ctc_min_count > 1 and cfg.decode.ctc_weight > 0 and not cfg.decode.ctc_spell_unknown:
+        raise ConfigError(f"bad config: train.ctc_min_count={cfg.train.ctc_min_count} spells rare tokens in "
+                          "the CTC targets, so joint decoding must spell them too: "
+                          "set decode.ctc_spell_unknown=true")  # fmt: skip
     from slam.score.metrics.normalize import NORMALIZERS
 
     for key, name in [("train.answer_normalizer", cfg.train.answer_normalizer or "none"),

@@ -157,6 +157,8 @@ def test_generated_out_of_range_values_name_key_value_and_range(composed, case) 
         ("train.answer_normalizer=lowercase", "train.answer_normalizer: unknown normalizer 'lowercase' "
                                               "(known: basic_v1, english_v1, mixed_zh_v1, none, "),
         ("score.normalizer=english", "score.normalizer: unknown normalizer 'english'"),
+        ("train.ctc_min_count=3", "train.ctc_min_count=3 spells rare tokens in the CTC targets, so joint "
+                                  "decoding must spell them too: set decode.ctc_spell_unknown=true"),
     ],
 )
 def test_compose_refuses_an_out_of_range_override(override: str, named: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,9 @@ class AudioTextDataset(torch.utils.data.Dataset):
         text = cut_text(cut)
         return self.answer_text(text) if self.answer_text else text
 
-    def token_set(self, cuts: CutSet) -> set[int]:
-        """Every answer token of ``cuts``' transcripts (the CTC classes of a training set)."""
-        return {t for cut in cuts for t in self.tokenize(self.transcript(cut))}
+    def token_counts(self, cuts: CutSet) -> Counter[int]:
+        """How often each answer token occurs in ``cuts``' transcripts (a training set's CTC classes)."""
+        return Counter(t for cut in cuts for t in self.tokenize(self.transcript(cut)))
 
     def __getitem__(self, cuts: CutSet) -> dict[str, Any]:
         cuts = cuts.sort_by_duration(ascending=False)

@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -146,11 +146,22 @@ class SpeechLLM(nn.Module):
         """Add the learned blank embedding the auxiliary CTC loss needs."""
         self.ctc_blank = nn.Parameter(torch.zeros(self.llm.get_input_embeddings().embedding_dim))
 
-    def restrict_ctc(self, token_ids: Iterable[int]) -> None:
-        """Score CTC only against ``token_ids`` (the tokens of the training transcripts): a
-        transcript never needs the rest of the vocabulary, and scoring every frame against all
-        of it was most of the loss's cost (11.8k of SmolLM2's 49k tokens on the default corpus)."""
-        self.ctc_classes = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+    def restrict_ctc(self, token_counts: Mapping[int, int] | Iterable[int], min_count: int = 1) -> None:
+        """Score CTC only against the tokens of the training transcripts (``token_counts``: token ->
+        how often; or just the tokens): a transcript never needs the rest of the vocabulary, and
+        scoring every frame against all of it was most of the loss's cost (11.8k of SmolLM2's 49k
+        tokens on the default corpus). With ``min_count`` > 1 (``train.ctc_min_count``) a rarer
+        token gets no class: the CTC targets spell it in the classes (:meth:`ctc_labels`), which
+        then include the characters of every such token, so the head learns to spell pieces of
+        words and joint decoding can spell a word no transcript held (``decode.ctc_spell_unknown``)."""
+        counts = token_counts if isinstance(token_counts, Mapping) else dict.fromkeys(token_counts, min_count)
+        kept = {int(t) for t, n in counts.items() if n >= min_count}
+        rare = sorted(set(counts) - kept)
+        if rare:
+            chars = {ch for piece in self.tokenizer.convert_ids_to_tokens(rare) for ch in piece}
+            ids = self.tokenizer.convert_tokens_to_ids(sorted(chars))
+            kept |= {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
+        self.ctc_classes = torch.tensor(sorted(kept), dtype=torch.long)
 
     def ctc_log_probs(self, audio: torch.Tensor) -> torch.Tensor:
         """``[batch, positions, classes + 1]`` CTC log-probabilities of the projected audio over
@@ -178,16 +189,21 @@ class SpeechLLM(nn.Module):
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
 
     def ctc_spelling(self) -> Callable[[int], tuple[int, ...]]:
-        """For joint decoding (``decode.ctc_spell_unknown``): an LLM token outside the CTC classes
-        -> the fewest class indices whose token strings, joined, are its string (``()``: none, and
-        for special tokens). The tokenizer cannot do this itself: its merges always give the
-        whole token back, and the classes are an arbitrary subset of its vocabulary."""
+        """An LLM token outside the CTC classes -> the fewest class indices whose token strings,
+        joined, are its string (``()``: none, and for special tokens); for CTC targets
+        (``train.ctc_min_count``) and joint decoding (``decode.ctc_spell_unknown``). Made once per
+        class set. The tokenizer cannot do this itself: its merges always give the whole token
+        back, and the classes are an arbitrary subset of its vocabulary."""
+        cached = getattr(self, "_spelling", None)
+        if cached is not None and cached[0] is self.ctc_classes:
+            return cached[1]
         ids = self.ctc_class_ids().tolist()
         strings = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         special = set(self.tokenizer.all_special_ids)
         pieces = {strings[t]: i for i, t in enumerate(ids) if t not in special and strings[t]}
         longest = max(map(len, pieces), default=0)
 
+        @cache
         def spell(token: int) -> tuple[int, ...]:
             if token in special or not 0 <= token < len(strings):
                 return ()
@@ -202,7 +218,23 @@ class SpeechLLM(nn.Module):
                         best[j] = best[i] + (piece,)
             return best[-1] or ()
 
+        self._spelling = (self.ctc_classes, spell)
         return spell
+
+    def ctc_labels(self, tokens: list[int]) -> list[int]:
+        """The CTC class indices that write ``tokens``: each token's class, else its spelling."""
+        if self.ctc_classes is None:
+            return tokens
+        position = dict(zip(self.ctc_classes.tolist(), range(len(self.ctc_classes))))
+        labels = []
+        for token in tokens:
+            spelled = (position[token],) if token in position else self.ctc_spelling()(token)
+            if not spelled:
+                piece = self.tokenizer.convert_ids_to_tokens(token)
+                raise ValueError(f"CTC target token {token} ({piece!r}) is outside the classes given to "
+                                 "restrict_ctc and cannot be spelled in them")  # fmt: skip
+            labels.extend(spelled)
+        return labels
 
     def ctc_loss(
         self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]],
@@ -210,15 +242,10 @@ class SpeechLLM(nn.Module):
     ) -> torch.Tensor:
         """CTC of the projected audio against the answer tokens, over [token embeddings; blank]
         (``log_probs``: :meth:`ctc_log_probs` of ``audio`` when the caller has them already)."""
-        flat = torch.tensor([t for target in targets for t in target], dtype=torch.long)
-        if self.ctc_classes is not None:
-            position = torch.searchsorted(self.ctc_classes, flat)
-            known = position < len(self.ctc_classes)
-            if not bool((self.ctc_classes[position[known]] == flat[known]).all() and known.all()):
-                raise ValueError("a CTC target token is outside the classes given to enable_ctc")
-            flat = position
+        labels = [self.ctc_labels(target) for target in targets]
+        flat = torch.tensor([c for row in labels for c in row], dtype=torch.long)
         log_probs = self.ctc_log_probs(audio) if log_probs is None else log_probs
-        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        target_lengths = torch.tensor([len(row) for row in labels], dtype=torch.long)
         return nn.functional.ctc_loss(
             log_probs.transpose(0, 1), flat.to(audio.device), lengths.cpu(), target_lengths,
             blank=log_probs.shape[-1] - 1, zero_infinity=True,

@@ -461,7 +461,7 @@ def _train(cfg: SlamConfig, device: torch.device) -> dict:
     dev_dataset.step = cfg.train.max_steps
     dev_batches, wer_cuts = _dev_sets(cfg, dev_cuts)
     if model.ctc_blank is not None:
-        model.restrict_ctc(dataset.token_set(train_cuts))
+        model.restrict_ctc(dataset.token_counts(train_cuts), cfg.train.ctc_min_count)
     n_trainable = sum(p.numel() for p in model.trainable_state().values())
     log.info("trainable parameters: %.2fM; %d process(es)", n_trainable / 1e6, world_size())
 
