@@ -60,9 +60,8 @@ class CTCPrefixScorer(LogitsProcessor):
         self.weight, self.pre_beam, self.num_beams, self.eos_id = weight, pre_beam, num_beams, eos_id
         # (row, prefix) -> more tokens to score (a keyword list's continuations: KeywordBoost)
         self.extra_candidates = extra_candidates
-        # LLM token id outside the classes -> the class indices that spell it (() : none)
+        # LLM token id outside the classes -> the class indices that spell it (() : none; memoised)
         self.spell = spell
-        self.spelled: dict[int, tuple[int, ...]] = {}
         self.blank = log_probs.shape[-1] - 1
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
@@ -98,9 +97,7 @@ class CTCPrefixScorer(LogitsProcessor):
             return (int(self.class_of[token]),)
         if self.spell is None or token == self.eos_id:
             return ()
-        if token not in self.spelled:
-            self.spelled[token] = self.spell(token)
-        return self.spelled[token]
+        return self.spell(token)
 
     def extend(
         self, sample: int, prefix: tuple[int, ...], tokens: torch.Tensor

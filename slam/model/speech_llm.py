@@ -225,7 +225,11 @@ class SpeechLLM(nn.Module):
         """The CTC class indices that write ``tokens``: each token's class, else its spelling."""
         if self.ctc_classes is None:
             return tokens
-        position = dict(zip(self.ctc_classes.tolist(), range(len(self.ctc_classes))))
+        cached = getattr(self, "_class_positions", None)
+        if cached is None or cached[0] is not self.ctc_classes:  # once per class set, not per row
+            positions = {token: i for i, token in enumerate(self.ctc_classes.tolist())}
+            cached = self._class_positions = (self.ctc_classes, positions)
+        position = cached[1]
         labels = []
         for token in tokens:
             spelled = (position[token],) if token in position else self.ctc_spelling()(token)
