@@ -53,7 +53,8 @@ def training_model(env: Env, with_encoder: bool) -> SpeechLLM:
         model = build_speech_llm(env.cfg, encoder_dim=encoder_dim(env))
     if model.ctc_blank is not None:  # slam.train.loop's CTC classes: the training transcripts' tokens
         train_cuts = load_cuts(env.cfg.corpus.dir, "train")
-        model.restrict_ctc(AudioTextDataset(model.tokenizer).token_set(train_cuts))
+        counts = AudioTextDataset(model.tokenizer).token_counts(train_cuts)
+        model.restrict_ctc(counts, env.cfg.train.ctc_min_count)
     return model.to(DEVICE).train()
 
 
