@@ -13,8 +13,11 @@
 # the overrides' config (scripts/adopt_checkpoint.py), e.g. 1000 more steps of a trained run:
 #   RESUME_FROM=exp/asr/checkpoints/step-0002000 scripts/scratch_run.sh EXT train.max_steps=3000 \
 #     'train.lr_restarts=[1000,2000]'
+# LOCK_FROM=<another run's clone> starts from that run's dvc.lock, so the outputs it built on this
+# machine (corpus, encoder cache) are reused instead of remade when the committed lock names
+# outputs the cache lacks (a fresh machine: the committed default's outputs are not in its cache).
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,18p "$0"; exit 2; }
 name=$1
 shift
 repo=$(git rev-parse --show-toplevel)
@@ -24,6 +27,7 @@ threads=${THREADS:-1}
 [ ! -e "$dir" ] || { echo "$dir exists: pick another name or remove it" >&2; exit 1; }
 git clone -q "$repo" "$dir"
 cd "$dir"
+[ -z "${LOCK_FROM:-}" ] || cp "$LOCK_FROM/dvc.lock" dvc.lock
 export PATH="$repo/.venv/bin:$PATH" PYTHONPATH="$dir" OMP_NUM_THREADS="$threads"
 dvc cache dir --local "$repo/.dvc/cache"
 dvc config --local cache.type hardlink,symlink  # linked from the shared cache, read-only
