@@ -189,34 +189,44 @@ class SpeechLLM(nn.Module):
         return torch.arange(self.llm.get_input_embeddings().num_embeddings)
 
     def ctc_spelling(self) -> Callable[[int], tuple[int, ...]]:
-        """An LLM token outside the CTC classes -> the fewest class indices whose token strings,
-        joined, are its string (``()``: none, and for special tokens); for CTC targets
-        (``train.ctc_min_count``) and joint decoding (``decode.ctc_spell_unknown``). Made once per
-        class set. The tokenizer cannot do this itself: its merges always give the whole token
-        back, and the classes are an arbitrary subset of its vocabulary."""
+        """An LLM token outside the CTC classes -> the class indices that spell it (``()``: none,
+        and for special tokens); for CTC targets (``train.ctc_min_count``) and joint decoding
+        (``decode.ctc_spell_unknown``). A piece is a class whose string is a stretch of the
+        token's (cost 2) or is one up to ASCII case and a leading word-boundary mark (cost 3):
+        "Press" at the start of an answer is the class " press", one piece that sounds the
+        same, not "P" + "ress"; the cheapest spelling wins. Made once per class set. The
+        tokenizer cannot do this itself: its merges always give the whole token back, and the
+        classes are an arbitrary subset of its vocabulary."""
         cached = getattr(self, "_spelling", None)
         if cached is not None and cached[0] is self.ctc_classes:
             return cached[1]
         ids = self.ctc_class_ids().tolist()
         strings = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         special = set(self.tokenizer.all_special_ids)
-        pieces = {strings[t]: i for i, t in enumerate(ids) if t not in special and strings[t]}
-        longest = max(map(len, pieces), default=0)
+        exact: dict[str, int] = {}
+        folded: dict[str, int] = {}
+        for i, t in enumerate(ids):  # ascending token ids: the commoner merge keeps a folded key
+            if t not in special and strings[t]:
+                exact[strings[t]] = i
+                folded.setdefault(fold_piece(strings[t]), i)
+        folded.pop("", None)  # a bare word-boundary mark folds to nothing
+        longest = max(map(len, exact), default=0) + 1
 
         @cache
         def spell(token: int) -> tuple[int, ...]:
             if token in special or not 0 <= token < len(strings):
                 return ()
             text = strings[token]
-            best: list[tuple[int, ...] | None] = [()] + [None] * len(text)  # best[j]: text[:j]
+            # best[j]: (cost, pieces) of text[:j]
+            best: list[tuple[int, tuple[int, ...]] | None] = [(0, ())] + [None] * len(text)
             for i in range(len(text)):
                 if best[i] is None:
                     continue
                 for j in range(i + 1, min(len(text), i + longest) + 1):
-                    piece = pieces.get(text[i:j])
-                    if piece is not None and (best[j] is None or len(best[i]) + 1 < len(best[j])):
-                        best[j] = best[i] + (piece,)
-            return best[-1] or ()
+                    for cost, piece in ((2, exact.get(text[i:j])), (3, folded.get(fold_piece(text[i:j])))):
+                        if piece is not None and (best[j] is None or best[i][0] + cost < best[j][0]):
+                            best[j] = (best[i][0] + cost, best[i][1] + (piece,))
+            return best[-1][1] if best[-1] else ()
 
         self._spelling = (self.ctc_classes, spell)
         return spell
@@ -549,6 +559,19 @@ class SpeechLLM(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+
+WORD_MARKS = "\u0120\u2581"  # byte-level BPE's and SentencePiece's word-boundary marks ("Ġ", "▁")
+
+
+def fold_piece(piece: str) -> str:
+    """A token string without its leading word-boundary mark, ASCII letters lower-cased: the
+    tokens that sound the same (" press", "Press") fold alike. ASCII only, as other characters
+    of a byte-level token are bytes, not letters."""
+    return piece.lstrip(WORD_MARKS).translate(ASCII_LOWER)
+
+
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def normalise_utterances(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -103,6 +103,30 @@ def test_spelling_takes_the_fewest_class_tokens_and_never_a_special_one(tiny_cfg
     assert model.ctc_spelling()(word) == ()
 
 
+def test_a_token_is_spelled_by_the_class_that_sounds_the_same(tiny_cfg):
+    """"Press" opening an answer has no class when the transcripts only held " press": it is
+    that one class (same sound, other case and no word mark), not "P" + "ress"; a token with
+    an exact spelling as short keeps it."""
+    tiny_cfg.train.ctc_weight = 1.0
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    strings = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
+    index = {piece: t for t, piece in enumerate(strings)}
+    # a word without a word mark ("Press") whose lower case after one is a token too ("Ġpress"),
+    # and which splits into two tokens ("P", "ress")
+    press, lower, p, ress = next(
+        (index[w], index["\u0120" + w.lower()], index[w[:k]], index[w[k:]])
+        for w in index if len(w) > 2 and w.isalpha() and w.isascii()
+        and "\u0120" + w.lower() in index
+        for k in range(1, len(w)) if w[:k] in index and w[k:] in index
+    )  # fmt: skip
+    model.restrict_ctc([lower, p, ress])
+    ids = model.ctc_class_ids().tolist()
+    assert [ids[c] for c in model.ctc_spelling()(press)] == [lower]
+    model.restrict_ctc([p, ress])  # no class sounds the same: the exact pieces
+    ids = model.ctc_class_ids().tolist()
+    assert [ids[c] for c in model.ctc_spelling()(press)] == [p, ress]
+
+
 def test_padding_frames_do_not_count():
     torch.manual_seed(1)
     log_probs = torch.randn(2, 6, 4).log_softmax(-1)
