@@ -245,6 +245,10 @@ class TrainConfig:
     # targets spell it in the classes (the characters of such tokens among them), so the head
     # learns pieces of words it can spell unseen words with. > 1 needs decode.ctc_spell_unknown.
     ctc_min_count: int = 1
+    # Punctuation and whitespace tokens (no letter or digit) get no CTC class and are left out of
+    # the CTC targets: they have no sound of their own, and a head made to place commas writes
+    # them at every pause. Joint decoding lets the LLM write them at no CTC cost.
+    ctc_skip_punctuation: bool = False
     ctc_warmup_lr: float = 2.0e-3
     ctc_warmup_max_duration: float = 120.0  # seconds of audio per warm-up batch
     # SpecAugment on the encoder outputs (cached or not) in training, warm-up included

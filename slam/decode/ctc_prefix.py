@@ -17,7 +17,9 @@ The CTC classes are the tokens of the training transcripts, so a word whose toke
 transcript holds ("activated" when only "activate" was read) has no class: it is impossible
 unless ``spell`` is given, which writes such a token as the fewest class tokens that spell it
 (" activ" + "ated") and scores that sequence, so the LLM can still write a word the CTC head
-hears in pieces. Neither torchaudio nor
+hears in pieces. A head trained without punctuation (``train.ctc_skip_punctuation``) is given
+those tokens as ``silent``: they leave the prefix's CTC state as it is (no CTC cost), so where
+they go is the LLM's choice. Neither torchaudio nor
 transformers ships a CTC prefix scorer over an outside model's logits, hence this module (about
 80 lines of the standard recursion).
 """
@@ -52,6 +54,7 @@ class CTCPrefixScorer(LogitsProcessor):
         num_beams: int = 1,
         extra_candidates: Callable[[int, tuple[int, ...]], list[int]] | None = None,
         spell: Callable[[int], tuple[int, ...]] | None = None,
+        silent: frozenset[int] = frozenset(),
     ) -> None:
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"decode.ctc_weight must be in (0, 1], got {weight}")
@@ -62,6 +65,7 @@ class CTCPrefixScorer(LogitsProcessor):
         self.extra_candidates = extra_candidates
         # LLM token id outside the classes -> the class indices that spell it (() : none; memoised)
         self.spell = spell
+        self.silent = silent  # LLM token ids the CTC head does not write: CTC-neutral
         self.blank = log_probs.shape[-1] - 1
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
@@ -110,17 +114,22 @@ class CTCPrefixScorer(LogitsProcessor):
         spellings = [self.classes_of(t) for t in tokens.tolist()]
         first = torch.tensor([c[0] if c else -1 for c in spellings], dtype=torch.long)
         known = first >= 0
-        written = self.classes_of(prefix[-1]) if prefix else ()
-        r, psi = self._advance(lp, r_prev[:T], written[-1] if written else None, first, len(prefix))
+        written = [c for t in prefix for c in self.classes_of(t)]  # the prefix's CTC labels
+        start = len(written)
+        r, psi = self._advance(lp, r_prev[:T], written[-1] if written else None, first, start)
         for i, classes in enumerate(spellings):  # the further pieces of spelled tokens
             for k in range(1, len(classes)):
                 r_i, psi_i = self._advance(lp, r[:, i], classes[k - 1], torch.tensor(classes[k : k + 1]),
-                                           len(prefix) + k)  # fmt: skip
+                                           start + k)  # fmt: skip
                 r[:, i], psi[i] = r_i[:, 0], psi_i[0]
         r_sum = torch.logaddexp(r_prev[:T, 0], r_prev[:T, 1])
         is_eos = tokens == self.eos_id
         psi[is_eos] = r_sum[-1] if T > 0 else 0.0
         psi[~known & ~is_eos] = NEG_INF
+        is_silent = torch.tensor([t in self.silent for t in tokens.tolist()], dtype=torch.bool)
+        if is_silent.any():  # written by the LLM alone: the prefix's CTC state stays as it was
+            r[:, is_silent] = r_prev[:T, None]
+            psi[is_silent] = psi_prev
         # carry the padded tail so later prefixes index the same length
         full = torch.full((r_prev.shape[0], len(tokens), 2), NEG_INF)
         full[:T] = r

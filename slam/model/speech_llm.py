@@ -105,6 +105,7 @@ class SpeechLLM(nn.Module):
         self.augment: nn.Module = nn.Identity()  # training-time masking (slam.data.augment)
         self.ctc_blank: nn.Parameter | None = None
         self.ctc_classes: torch.Tensor | None = None  # token ids the CTC loss scores (None: all)
+        self.ctc_skip_punctuation = False  # TrainConfig.ctc_skip_punctuation, see ctc_silent_tokens
         # the training step adds the CTC loss (train.ctc_weight > 0); the warm-up alone does not
         # need it, and answers that are not transcripts (translations) have no CTC alignment
         self.ctc_in_step = True
@@ -155,13 +156,32 @@ class SpeechLLM(nn.Module):
         then include the characters of every such token, so the head learns to spell pieces of
         words and joint decoding can spell a word no transcript held (``decode.ctc_spell_unknown``)."""
         counts = token_counts if isinstance(token_counts, Mapping) else dict.fromkeys(token_counts, min_count)
-        kept = {int(t) for t, n in counts.items() if n >= min_count}
-        rare = sorted(set(counts) - kept)
+        silent = self.ctc_silent_tokens()
+        kept = {int(t) for t, n in counts.items() if n >= min_count} - silent
+        rare = sorted(set(counts) - kept - silent)
         if rare:
             chars = {ch for piece in self.tokenizer.convert_ids_to_tokens(rare) for ch in piece}
             ids = self.tokenizer.convert_tokens_to_ids(sorted(chars))
-            kept |= {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
+            kept |= {i for i in ids if i is not None and i != self.tokenizer.unk_token_id} - silent
         self.ctc_classes = torch.tensor(sorted(kept), dtype=torch.long)
+
+    def ctc_silent_tokens(self) -> frozenset[int]:
+        """With ``ctc_skip_punctuation`` (``train.ctc_skip_punctuation``), the tokens the CTC head
+        does not write: those whose text has no letter or digit (punctuation, whitespace), special
+        tokens and byte pieces of a character (whose text alone is not a character) excepted.
+        They have no class, are left out of the CTC targets, and joint decoding scores them as
+        CTC-neutral. Empty otherwise. Made once."""
+        if not self.ctc_skip_punctuation:
+            return frozenset()
+        cached = getattr(self, "_silent", None)
+        if cached is None:
+            special = set(self.tokenizer.all_special_ids)
+            texts = self.tokenizer.batch_decode([[t] for t in range(len(self.tokenizer))])
+            cached = self._silent = frozenset(
+                t for t, text in enumerate(texts)
+                if t not in special and text and "\ufffd" not in text and not any(ch.isalnum() for ch in text)
+            )  # fmt: skip
+        return cached
 
     def ctc_log_probs(self, audio: torch.Tensor) -> torch.Tensor:
         """``[batch, positions, classes + 1]`` CTC log-probabilities of the projected audio over
@@ -232,9 +252,11 @@ class SpeechLLM(nn.Module):
         return spell
 
     def ctc_labels(self, tokens: list[int]) -> list[int]:
-        """The CTC class indices that write ``tokens``: each token's class, else its spelling."""
+        """The CTC class indices that write ``tokens``: each token's class, else its spelling;
+        nothing for a token the head does not write (:meth:`ctc_silent_tokens`)."""
+        silent = self.ctc_silent_tokens()
         if self.ctc_classes is None:
-            return tokens
+            return [token for token in tokens if token not in silent]
         cached = getattr(self, "_class_positions", None)
         if cached is None or cached[0] is not self.ctc_classes:  # once per class set, not per row
             positions = {token: i for i, token in enumerate(self.ctc_classes.tolist())}
@@ -242,6 +264,8 @@ class SpeechLLM(nn.Module):
         position = cached[1]
         labels = []
         for token in tokens:
+            if token in silent:
+                continue
             spelled = (position[token],) if token in position else self.ctc_spelling()(token)
             if not spelled:
                 piece = self.tokenizer.convert_ids_to_tokens(token)
@@ -528,6 +552,7 @@ class SpeechLLM(nn.Module):
                 weight=ctc_weight, pre_beam=ctc_pre_beam, num_beams=num_beams,
                 extra_candidates=boost.continuations if boost else None,
                 spell=self.ctc_spelling() if ctc_spell_unknown else None,
+                silent=self.ctc_silent_tokens(),
             ))  # fmt: skip
         if boost:  # after the CTC scorer, whose candidates it adds to
             processors.append(boost)
@@ -611,6 +636,7 @@ def build_speech_llm(
     model = SpeechLLM(projector, llm, loaded.tokenizer, instruction, encoder, builder)
     model.config = cfg
     model.augment = EncoderOutputMasking(cfg.train)
+    model.ctc_skip_punctuation = cfg.train.ctc_skip_punctuation
     if cfg.train.ctc_weight > 0 or cfg.train.ctc_warmup_steps > 0:
         model.enable_ctc()
         model.ctc_in_step = cfg.train.ctc_weight > 0

@@ -79,6 +79,50 @@ def test_a_token_without_a_class_is_scored_as_its_spelling(prefix):
                 assert score == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("prefix", [(), (11,), (50,), (11, 50), (50, 12, 50, 12)])
+def test_a_silent_token_leaves_the_ctc_state_as_it_was(prefix):
+    """train.ctc_skip_punctuation: a token the head does not write (50, a comma) costs no CTC
+    score, and whatever follows is scored as if it were not there (repeats across it still
+    need their blank); the end likewise."""
+    torch.manual_seed(3)
+    log_probs = torch.randn(1, 5, 4).log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, torch.tensor([5]), CLASSES, EOS, silent=frozenset({50}))
+    written = tuple(t for t in prefix if t != 50)
+    tokens = torch.tensor([11, 12, 50, EOS])
+    _, psi, psi_prev = scorer.extend(0, prefix, tokens)
+    before = brute_force(log_probs[0], written, whole=False) if written else 0.0
+    assert psi_prev.item() == pytest.approx(before, abs=1e-4)
+    for token, score in zip(tokens.tolist(), psi.tolist()):
+        if token == 50:
+            assert score == pytest.approx(psi_prev.item(), abs=1e-6)
+        elif token == EOS:
+            assert score == pytest.approx(brute_force(log_probs[0], written, whole=True), abs=1e-4)
+        else:
+            expected = brute_force(log_probs[0], written + (token,), whole=False)
+            assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_punctuation_has_no_ctc_class_nor_target_when_skipped(tiny_cfg):
+    """train.ctc_skip_punctuation: punctuation and whitespace tokens are not CTC classes and the
+    CTC targets leave them out; words, special tokens and byte pieces stay."""
+    tiny_cfg.train.ctc_weight, tiny_cfg.train.ctc_skip_punctuation = 1.0, True
+    model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
+    tok = model.tokenizer
+    ids = tok("the fox, the dog.", add_special_tokens=False).input_ids
+    words = tok("the fox the dog", add_special_tokens=False).input_ids
+    silent = model.ctc_silent_tokens()
+    assert tok.convert_tokens_to_ids(",") in silent and tok.convert_tokens_to_ids(".") in silent
+    assert not silent & set(words) and model.prompt.eos_id not in silent
+    model.restrict_ctc(ids + [model.prompt.eos_id])
+    classes = model.ctc_class_ids().tolist()
+    assert not silent & set(classes)
+    assert [classes[c] for c in model.ctc_labels(ids)] == [t for t in ids if t not in silent]
+    tiny_cfg.train.ctc_skip_punctuation = False  # the default: every token of the transcripts
+    plain = build_speech_llm(tiny_cfg, encoder_dim=32)
+    plain.restrict_ctc(ids)
+    assert plain.ctc_silent_tokens() == frozenset() and len(plain.ctc_labels(ids)) == len(ids)
+
+
 def test_spelling_takes_the_fewest_class_tokens_and_never_a_special_one(tiny_cfg):
     tiny_cfg.train.ctc_weight = 1.0
     model = build_speech_llm(tiny_cfg, encoder_dim=32).eval()
