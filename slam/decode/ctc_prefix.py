@@ -66,6 +66,7 @@ class CTCPrefixScorer(LogitsProcessor):
         # LLM token id outside the classes -> the class indices that spell it (() : none; memoised)
         self.spell = spell
         self.silent = silent  # LLM token ids the CTC head does not write: CTC-neutral
+        self.labels: dict[tuple[int, ...], tuple[int, ...]] = {(): ()}  # prefix -> its CTC labels
         self.blank = log_probs.shape[-1] - 1
         # LLM token id -> CTC class index (-1: a token the CTC head cannot emit)
         vocab = int(max(int(classes.max()), eos_id)) + 1
@@ -103,6 +104,12 @@ class CTCPrefixScorer(LogitsProcessor):
             return ()
         return self.spell(token)
 
+    def written(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
+        """The CTC labels of ``prefix``, kept per prefix so a step adds one token's, not all."""
+        if prefix not in self.labels:
+            self.labels[prefix] = self.written(prefix[:-1]) + self.classes_of(prefix[-1])
+        return self.labels[prefix]
+
     def extend(
         self, sample: int, prefix: tuple[int, ...], tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,7 +121,7 @@ class CTCPrefixScorer(LogitsProcessor):
         spellings = [self.classes_of(t) for t in tokens.tolist()]
         first = torch.tensor([c[0] if c else -1 for c in spellings], dtype=torch.long)
         known = first >= 0
-        written = [c for t in prefix for c in self.classes_of(t)]  # the prefix's CTC labels
+        written = self.written(prefix)
         start = len(written)
         r, psi = self._advance(lp, r_prev[:T], written[-1] if written else None, first, start)
         for i, classes in enumerate(spellings):  # the further pieces of spelled tokens
@@ -126,8 +133,8 @@ class CTCPrefixScorer(LogitsProcessor):
         is_eos = tokens == self.eos_id
         psi[is_eos] = r_sum[-1] if T > 0 else 0.0
         psi[~known & ~is_eos] = NEG_INF
-        is_silent = torch.tensor([t in self.silent for t in tokens.tolist()], dtype=torch.bool)
-        if is_silent.any():  # written by the LLM alone: the prefix's CTC state stays as it was
+        if self.silent:  # written by the LLM alone: the prefix's CTC state stays as it was
+            is_silent = torch.tensor([t in self.silent for t in tokens.tolist()], dtype=torch.bool)
             r[:, is_silent] = r_prev[:T, None]
             psi[is_silent] = psi_prev
         # carry the padded tail so later prefixes index the same length

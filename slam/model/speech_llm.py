@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import shutil
+import string
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -587,6 +588,7 @@ class SpeechLLM(nn.Module):
 
 
 WORD_MARKS = "\u0120\u2581"  # byte-level BPE's and SentencePiece's word-boundary marks ("Ġ", "▁")
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def fold_piece(piece: str) -> str:
@@ -594,9 +596,6 @@ def fold_piece(piece: str) -> str:
     tokens that sound the same (" press", "Press") fold alike. ASCII only, as other characters
     of a byte-level token are bytes, not letters."""
     return piece.lstrip(WORD_MARKS).translate(ASCII_LOWER)
-
-
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def normalise_utterances(x: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
